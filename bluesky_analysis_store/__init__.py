@@ -1,0 +1,81 @@
+"""Save derived (analysis) data into a Tiled catalog of Bluesky runs as event-model documents.
+
+The public API is re-exported here and imported lazily, so ``import bluesky_analysis_store`` stays
+cheap enough for an IPython profile that imports it at every start.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "compose_analysis_run": "._compose",
+    "ComposedRun": "._compose",
+    "default_registry": "._compose",
+    "PairRegistry": "._pairs",
+    "WriterHandlerPair": "._pairs",
+    "PAIRS_ENTRY_POINT_GROUP": "._pairs",
+    "Writer": "._protocols",
+    "Handler": "._protocols",
+    "ValueDescription": "._values",
+    "HDF5Writer": "._hdf5",
+    "HDF5Handler": "._hdf5",
+    "HDF5_PAIR": "._hdf5",
+    "NPYWriter": "._npy",
+    "NPYHandler": "._npy",
+    "NPY_PAIR": "._npy",
+    "TIFFWriter": "._tiff",
+    "TIFFHandler": "._tiff",
+    "TIFF_PAIR": "._tiff",
+    "TableWriter": "._table",
+    "TableHandler": "._table",
+    "TABLE_PAIR": "._table",
+    "records_to_dataframe": "._table",
+    "analysis_tiled_writer": "._tiled_writer",
+    "register_tiled_consolidators": "._tiled_writer",
+    "AnalysisStoreError": "._errors",
+    "InvalidAnalysisInput": "._errors",
+    "UnsafePathError": "._errors",
+    "UnknownSpecError": "._errors",
+    "DuplicateSpecError": "._errors",
+    "UnsupportedValueError": "._errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:
+    from ._compose import ComposedRun, compose_analysis_run, default_registry
+    from ._errors import (
+        AnalysisStoreError,
+        DuplicateSpecError,
+        InvalidAnalysisInput,
+        UnknownSpecError,
+        UnsafePathError,
+        UnsupportedValueError,
+    )
+    from ._hdf5 import HDF5_PAIR, HDF5Handler, HDF5Writer
+    from ._npy import NPY_PAIR, NPYHandler, NPYWriter
+    from ._pairs import PAIRS_ENTRY_POINT_GROUP, PairRegistry, WriterHandlerPair
+    from ._protocols import Handler, Writer
+    from ._table import TABLE_PAIR, TableHandler, TableWriter, records_to_dataframe
+    from ._tiled_writer import analysis_tiled_writer, register_tiled_consolidators
+    from ._tiff import TIFF_PAIR, TIFFHandler, TIFFWriter
+    from ._values import ValueDescription

@@ -1,0 +1,418 @@
+"""``compose_analysis_run``: DBEP 6 ``data_dicts`` + ``md`` → files + validated event-model documents."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import event_model
+from event_model import DocumentNames, schema_validators
+from event_model.documents.stream_datum import StreamRange
+
+from ._errors import AnalysisStoreError, InvalidAnalysisInput, UnsafePathError
+from ._pairs import PairRegistry
+from ._paths import check_name, contained_path
+from ._staging import StagedFiles
+from ._values import ValueDescription, describe_inline, to_json_value
+from ._writer_choice import KeyWriter, normalize_writers
+
+AssetForm = Literal["stream_resource", "resource"]
+
+#: Keys TiledWriter reserves for its own table columns.
+RESERVED_KEYS = frozenset({"time", "seq_num"})
+#: Start-document keys that compose_analysis_run sets itself.
+RESERVED_MD_KEYS = frozenset({"uid", "time"})
+#: Arrays larger than this many elements go to a file by default (TiledWriter's own cut-off).
+INLINE_ARRAY_LIMIT = 16
+
+
+@dataclass(frozen=True)
+class ComposedRun:
+    """A composed analysis run: its files are written, its documents validated.
+
+    Iterating yields ``(name, doc)`` pairs in emission order; each iteration yields fresh copies,
+    so the run can be replayed into several consumers (a TiledWriter, a Filler, a serializer).
+
+    Attributes
+    ----------
+    uid : str
+        The start document's uid.
+    documents : tuple of (str, dict)
+        Every document, in order.
+    files : tuple of Path
+        The files written for the run's external keys.
+    """
+
+    uid: str
+    documents: tuple[tuple[str, dict[str, Any]], ...]
+    files: tuple[Path, ...]
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for name, doc in self.documents:
+            yield name, copy.deepcopy(doc)
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+
+@dataclass
+class _KeyPlan:
+    stream: str
+    key: str
+    description: ValueDescription
+    writer: KeyWriter | None = None  # None: the value travels inside the event
+    path: Path | None = None
+    root: Path | None = None
+    resource_kwargs: dict[str, Any] | None = None
+    datum_kwargs: list[dict[str, Any]] | None = None
+
+
+def _where(n: int | None, stream: str, key: str | None = None) -> str:
+    head = "data_dicts" if n is None else f"data_dicts[{n}]"
+    return f"{head}[{stream!r}]" + ("" if key is None else f"[{key!r}]")
+
+
+def _check_md(md: Any) -> dict[str, Any]:
+    if not isinstance(md, Mapping):
+        raise InvalidAnalysisInput(f"md must be a mapping for the start document; got {md!r}")
+    reserved = RESERVED_MD_KEYS & set(md)
+    if reserved:
+        raise InvalidAnalysisInput(
+            f"md sets {sorted(reserved)}, which compose_analysis_run sets itself; "
+            "pass uid=... to choose the run's uid and leave 'time' out"
+        )
+    for key, value in md.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise InvalidAnalysisInput(
+                f"md[{key!r}] = {value!r:.80} is not JSON-serializable ({error}); the start "
+                "document accepts str, int, float (finite), bool, None, lists and dicts of those"
+            ) from None
+    return copy.deepcopy(dict(md))
+
+
+def _streams(data_dicts: Any) -> dict[str, list[tuple[int, Mapping[str, Any]]]]:
+    """Group the entries by stream, keeping each entry's position for error messages."""
+    if not isinstance(data_dicts, Sequence) or isinstance(data_dicts, str | bytes):
+        raise InvalidAnalysisInput(
+            "data_dicts must be a list of {stream_name: {data_key: value}} mappings; "
+            f"got {type(data_dicts).__name__}"
+        )
+    streams: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
+    for n, entry in enumerate(data_dicts):
+        if not isinstance(entry, Mapping):
+            raise InvalidAnalysisInput(
+                f"data_dicts[{n}] must map stream names to {{data_key: value}}; got {entry!r:.80}"
+            )
+        for stream, data in entry.items():
+            check_name(stream, f"data_dicts[{n}]: stream name")
+            if not isinstance(data, Mapping) or not data:
+                raise InvalidAnalysisInput(
+                    f"{_where(n, stream)} must be a non-empty mapping of data keys to values; "
+                    f"got {data!r:.80}"
+                )
+            streams.setdefault(stream, []).append((n, data))
+    if not streams:
+        raise InvalidAnalysisInput("data_dicts holds no data; give at least one stream")
+    return streams
+
+
+def _default_writer(value: Any, registry: PairRegistry) -> KeyWriter | None:
+    """Where a key named in no ``writers`` entry goes: a DataFrame or a big array to a file."""
+    kind = type(value).__name__
+    if kind == "DataFrame":
+        return KeyWriter(pair=registry["BAS_TABLE_HDF5"])
+    size = getattr(value, "size", 1)
+    is_complex = getattr(getattr(value, "dtype", None), "kind", "") == "c" or isinstance(
+        value, complex
+    )
+    if getattr(value, "ndim", 0) and size > INLINE_ARRAY_LIMIT or is_complex:
+        return KeyWriter(pair=registry["BAS_HDF5"])
+    return None
+
+
+def _plan_stream(
+    stream: str,
+    entries: list[tuple[int, Mapping[str, Any]]],
+    writers: dict[str, KeyWriter],
+    registry: PairRegistry,
+) -> list[_KeyPlan]:
+    first_n, first = entries[0]
+    keys = list(first)
+    for n, data in entries[1:]:
+        if set(data) != set(keys):
+            missing, extra = sorted(set(keys) - set(data)), sorted(set(data) - set(keys))
+            raise InvalidAnalysisInput(
+                f"{_where(n, stream)} has keys {sorted(data)} but {_where(first_n, stream)} has "
+                f"{sorted(keys)} (missing {missing}, extra {extra}); every entry of a stream "
+                "must carry the same data keys"
+            )
+    plans = []
+    for key in keys:
+        check_name(key, f"{_where(first_n, stream)}: data key")
+        if key in RESERVED_KEYS:
+            raise InvalidAnalysisInput(
+                f"{_where(first_n, stream)}: data key {key!r} is reserved for the event table; "
+                f"rename it (reserved: {sorted(RESERVED_KEYS)})"
+            )
+        writer = writers.get(key) or _default_writer(first[key], registry)
+        describe = writer.describe if writer else describe_inline
+        description = None
+        for n, data in entries:
+            try:
+                this = describe(data[key])
+            except AnalysisStoreError as error:
+                raise InvalidAnalysisInput(f"{_where(n, stream, key)}: {error}") from None
+            if description is None:
+                description = this
+            elif this != description:
+                raise InvalidAnalysisInput(
+                    f"{_where(n, stream, key)} has dtype {this.dtype_numpy} and shape "
+                    f"{this.shape} but {_where(first_n, stream, key)} has dtype "
+                    f"{description.dtype_numpy} and shape {description.shape}; a key keeps "
+                    "one dtype and shape within a stream"
+                )
+        assert description is not None
+        plans.append(_KeyPlan(stream, key, description, writer))
+    return plans
+
+
+def _place_files(plans: list[_KeyPlan], start: dict[str, Any], root: Path | None) -> None:
+    """Decide each written key's root, path and resource kwargs; check containment."""
+    for plan in plans:
+        if plan.writer is None:
+            continue
+        where = _where(None, plan.stream, plan.key)
+        plan.root = plan.writer.root or root
+        if plan.root is None:
+            raise InvalidAnalysisInput(
+                f"{where} is written to a file but no root was given; pass root=DIRECTORY"
+            )
+        if not plan.root.is_dir():
+            raise InvalidAnalysisInput(
+                f"{where}: root {str(plan.root)!r} is not an existing directory"
+            )
+        if plan.writer.resource_func is not None:
+            docs = {"start": start, "stream_name": plan.stream}
+            relative, plan.resource_kwargs = plan.writer.resource_func(
+                docs, plan.key, **plan.writer.resource_func_kwargs
+            )
+        else:
+            relative = f"{start['uid']}/{plan.stream}/{plan.key}{plan.writer.pair.suffix}"
+            plan.resource_kwargs = None
+        try:
+            plan.path = contained_path(plan.root, relative)
+        except UnsafePathError as error:
+            raise UnsafePathError(f"{where}: {error}") from None
+        if plan.path.exists():
+            raise InvalidAnalysisInput(
+                f"{where}: {str(plan.path)!r} already exists; files are never overwritten"
+            )
+
+
+def _write_files(
+    plans: list[_KeyPlan],
+    streams: dict[str, list[tuple[int, Mapping[str, Any]]]],
+    staged: StagedFiles,
+) -> None:
+    for plan in plans:
+        if plan.writer is None or plan.path is None:
+            continue
+        entries = streams[plan.stream]
+        if plan.resource_kwargs is None:
+            plan.resource_kwargs = plan.writer.pair.resource_kwargs(
+                entries[0][1][plan.key], plan.description
+            )
+        temporary = staged.stage(plan.path)
+        plan.datum_kwargs = []
+        with plan.writer.pair.writer(str(temporary), **plan.resource_kwargs) as writer:
+            for n, data in entries:
+                try:
+                    plan.datum_kwargs.append(writer(data[plan.key]))
+                except (AnalysisStoreError, TypeError, ValueError) as error:
+                    raise InvalidAnalysisInput(
+                        f"{_where(n, plan.stream, plan.key)}: writer "
+                        f"{plan.writer.pair.spec!r} refused the value: {error}"
+                    ) from error
+
+
+def _data_key(plan: _KeyPlan, asset_form: AssetForm) -> dict[str, Any]:
+    data_key = plan.description.as_data_key(source="analysis")
+    if plan.writer is not None:
+        data_key["external"] = "STREAM:" if asset_form == "stream_resource" else "FILESTORE:"
+    elif plan.description.dtype == "string":
+        del data_key["dtype_numpy"]
+    return data_key
+
+
+def _stream_documents(
+    bundle: Any,
+    stream: str,
+    entries: list[tuple[int, Mapping[str, Any]]],
+    plans: list[_KeyPlan],
+    asset_form: AssetForm,
+    now: float,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    descriptor = bundle.compose_descriptor(
+        name=stream, data_keys={p.key: _data_key(p, asset_form) for p in plans}, time=now
+    )
+    yield "descriptor", descriptor.descriptor_doc
+    written = [p for p in plans if p.writer is not None]
+    datum_ids: dict[str, list[str]] = {}
+    for plan in written:
+        assert plan.writer and plan.path and plan.root and plan.datum_kwargs is not None
+        kwargs = plan.resource_kwargs or {}
+        if asset_form == "stream_resource":
+            # Keep the spec beside the parameters: tiled records it on the array node.
+            resource = bundle.compose_stream_resource(
+                mimetype=plan.writer.pair.mimetype,
+                uri=plan.path.as_uri(),
+                data_key=plan.key,
+                parameters={**kwargs, "spec": plan.writer.pair.spec},
+            )
+            yield "stream_resource", resource.stream_resource_doc
+            count = len(plan.datum_kwargs)
+            yield "stream_datum", resource.compose_stream_datum(
+                indices=StreamRange(start=0, stop=count),
+                seq_nums=StreamRange(start=1, stop=count + 1),
+                descriptor=descriptor.descriptor_doc,
+            )
+        else:
+            resource = bundle.compose_resource(
+                spec=plan.writer.pair.spec,
+                root=str(plan.root.resolve()),
+                resource_path=plan.path.relative_to(plan.root.resolve()).as_posix(),
+                resource_kwargs=kwargs,
+            )
+            yield "resource", resource.resource_doc
+            datums = [resource.compose_datum(datum_kwargs=dk) for dk in plan.datum_kwargs]
+            yield from (("datum", datum) for datum in datums)
+            datum_ids[plan.key] = [datum["datum_id"] for datum in datums]
+    inline = [p for p in plans if p.writer is None]
+    for i, (_, data) in enumerate(entries):
+        values = {p.key: to_json_value(data[p.key]) for p in inline}
+        values.update({key: ids[i] for key, ids in datum_ids.items()})
+        yield "event", descriptor.compose_event(
+            data=values,
+            timestamps=dict.fromkeys(values, now),
+            filled=dict.fromkeys(datum_ids, False),
+            time=now,
+        )
+
+
+def compose_analysis_run(
+    data_dicts: Sequence[Mapping[str, Mapping[str, Any]]],
+    md: Mapping[str, Any],
+    *,
+    root: str | Path | None = None,
+    writers: Mapping[str, Any] | None = None,
+    registry: PairRegistry | None = None,
+    asset_form: AssetForm = "stream_resource",
+    uid: str | None = None,
+) -> ComposedRun:
+    """Write an analysis run's files and compose its event-model documents (DBEP 6).
+
+    Everything is validated before anything is written. Files are written under temporary names
+    beside their final ones and renamed (never overwriting) only when every document has passed
+    ``event_model.schema_validators``; on any error no file and no directory is left behind.
+    The inputs are never mutated.
+
+    Parameters
+    ----------
+    data_dicts : sequence of mappings
+        ``data_dicts[n][stream_name][data_key]`` is one value: a number, string, numpy array or
+        pandas DataFrame. Entry ``n`` becomes one event in each stream it holds; a stream may be
+        missing from some entries (its sequence numbers still run 1, 2, 3 … without gaps).
+    md : mapping
+        Metadata for the start document (JSON-serializable; not ``uid`` or ``time``).
+    root : str or Path, optional
+        Existing directory under which files are written, as ``UID/STREAM/KEY.SUFFIX``.
+        Required when any key is written to a file.
+    writers : mapping, optional
+        ``{data_key: entry}`` where an entry is a registered spec name (``"BAS_HDF5"``,
+        ``"BAS_NPY"``, ``"BAS_TIFF"``, ``"BAS_TABLE_HDF5"``), a :class:`WriterHandlerPair`, or
+        a DBEP 6 ``writers_dict`` entry ``{"writer", "resource": {"func", "kwargs"}, "root",
+        "spec"}`` whose ``func(docs, data_key, **kwargs)`` returns ``(resource_path,
+        resource_kwargs)``. Keys not named here travel inside the events, except DataFrames
+        (→ ``BAS_TABLE_HDF5``) and arrays of more than 16 elements or complex values
+        (→ ``BAS_HDF5``).
+    registry : PairRegistry, optional
+        Where spec names are looked up; default: every pair installed through entry points.
+    asset_form : {"stream_resource", "resource"}
+        ``"stream_resource"`` (default) emits StreamResource/StreamDatum, what tiled serves
+        natively; ``"resource"`` emits Resource/Datum (the DBEP 6 form, for ``Filler`` and
+        databroker v1 readers). The files are the same.
+    uid : str, optional
+        The run's uid (default: a new UUID4).
+
+    Returns
+    -------
+    ComposedRun
+        Iterable of ``(name, doc)``: start, then per stream a descriptor, its (stream) resources
+        and datums and its events, then stop.
+
+    Raises
+    ------
+    InvalidAnalysisInput
+        Bad ``data_dicts``, ``md`` or ``writers``, naming the entry, stream and key.
+    UnsafePathError
+        A resource path that would leave its root.
+    UnknownSpecError
+        A spec name no pair is registered under.
+    """
+    if asset_form not in ("stream_resource", "resource"):
+        raise InvalidAnalysisInput(
+            f"asset_form={asset_form!r}; accepted: 'stream_resource' or 'resource'"
+        )
+    registry = registry if registry is not None else default_registry()
+    metadata = _check_md(md)
+    streams = _streams(data_dicts)
+    key_writers = normalize_writers(writers, registry)
+    all_keys = {key for entries in streams.values() for key in entries[0][1]}
+    unknown = sorted(set(key_writers) - all_keys)
+    if unknown:
+        raise InvalidAnalysisInput(
+            f"writers names keys {unknown} that no stream holds; data keys: {sorted(all_keys)}"
+        )
+    plans = {
+        stream: _plan_stream(stream, entries, key_writers, registry)
+        for stream, entries in streams.items()
+    }
+    try:
+        bundle = event_model.compose_run(uid=uid, metadata=metadata)
+    except Exception as error:
+        raise InvalidAnalysisInput(f"md does not make a valid start document: {error}") from None
+    start = bundle.start_doc
+    flat_plans = [plan for stream_plans in plans.values() for plan in stream_plans]
+    _place_files(flat_plans, start, Path(root) if root is not None else None)
+
+    now = time.time()
+    with StagedFiles() as staged:
+        _write_files(flat_plans, streams, staged)
+        documents: list[tuple[str, dict[str, Any]]] = [("start", start)]
+        for stream, entries in streams.items():
+            documents.extend(
+                _stream_documents(bundle, stream, entries, plans[stream], asset_form, now)
+            )
+        documents.append(("stop", bundle.compose_stop(exit_status="success", time=now)))
+        for name, doc in documents:
+            schema_validators[DocumentNames[name]].validate(doc)
+        files = staged.publish()
+    return ComposedRun(uid=start["uid"], documents=tuple(documents), files=tuple(files))
+
+
+@functools.cache
+def default_registry() -> PairRegistry:
+    """The registry of every installed pair (entry points), built once and then reused.
+
+    Pass your own :class:`PairRegistry` to ``compose_analysis_run(registry=...)`` to add pairs
+    without touching this one.
+    """
+    return PairRegistry.from_entry_points()

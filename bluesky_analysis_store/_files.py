@@ -1,0 +1,39 @@
+"""Small file-lifecycle helpers shared by the writers and handlers."""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+from typing import Self
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Flush a closed file's data to stable storage (a derived run is as precious as raw data)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ClosingContext:
+    """Context-manager behaviour for anything with an idempotent ``close()``."""
+
+    def close(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def frames_per_chunk(frame_nbytes: int, target_bytes: int = 1 << 20) -> int:
+    """How many frames make a chunk of about ``target_bytes`` (at least one)."""
+    return max(1, target_bytes // max(1, frame_nbytes))

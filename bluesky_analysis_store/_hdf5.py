@@ -1,0 +1,146 @@
+"""HDF5 array stacks: one file per (stream, key) per run, one frame appended per value."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ._errors import UnsupportedValueError
+from ._files import ClosingContext, frames_per_chunk, fsync_path
+from ._pairs import WriterHandlerPair
+from ._values import ValueDescription, describe_array
+
+COMPRESSIONS = (None, "gzip", "lzf")
+
+
+class HDF5Writer(ClosingContext):
+    """Append equally shaped arrays as frames of one chunked, resizable HDF5 dataset.
+
+    Parameters
+    ----------
+    resource_path : str
+        The file to create; it must not exist (no silent overwrite).
+    dataset : str
+        Path of the dataset inside the file.
+    chunk_shape : list of int
+        ``[frames_per_chunk]``: how many frames share one HDF5 chunk.
+    compression : {None, "gzip", "lzf"}
+        Off by default: gzip on random data runs at ~31 MB/s, far below the disk.
+    """
+
+    def __init__(
+        self,
+        resource_path: str,
+        *,
+        dataset: str = "/data",
+        chunk_shape: list[int] | None = None,
+        compression: str | None = None,
+    ) -> None:
+        if compression not in COMPRESSIONS:
+            raise UnsupportedValueError(
+                f"compression={compression!r} is not supported; accepted: {list(COMPRESSIONS)}"
+            )
+        self._path = resource_path
+        self._dataset_path = dataset
+        self._frames_per_chunk = chunk_shape[0] if chunk_shape else None
+        self._compression = compression
+        self._file: h5py.File | None = h5py.File(resource_path, "x", libver="latest")
+        self._dataset: h5py.Dataset | None = None
+        self._count = 0
+
+    def _create_dataset(self, frame: np.ndarray) -> h5py.Dataset:
+        assert self._file is not None
+        per_chunk = self._frames_per_chunk or frames_per_chunk(frame.nbytes)
+        # A zero-length axis cannot be chunked at 0 and may not exceed a fixed maxshape of 0.
+        chunks = (per_chunk, *(max(1, n) for n in frame.shape))
+        maxshape = (None, *(n if n else None for n in frame.shape))
+        return self._file.create_dataset(
+            self._dataset_path,
+            shape=(0, *frame.shape),
+            maxshape=maxshape,
+            dtype=frame.dtype,
+            chunks=chunks,
+            compression=self._compression,
+        )
+
+    def __call__(self, value: Any) -> dict[str, Any]:
+        if self._file is None:
+            raise ValueError(f"writer for {self._path} is closed")
+        frame = np.asarray(value)
+        if self._dataset is None:
+            self._dataset = self._create_dataset(frame)
+        elif frame.shape != self._dataset.shape[1:] or frame.dtype != self._dataset.dtype:
+            raise UnsupportedValueError(
+                f"frame {self._count} has shape {frame.shape} and dtype {frame.dtype}; "
+                f"{self._path} holds shape {self._dataset.shape[1:]} and dtype "
+                f"{self._dataset.dtype}"
+            )
+        capacity = self._dataset.shape[0]
+        if self._count == capacity:
+            # Grow geometrically: one resize per frame costs more than the write itself.
+            self._dataset.resize(max(2 * capacity, self._dataset.chunks[0]), axis=0)
+        self._dataset[self._count] = frame
+        self._count += 1
+        return {"point_number": self._count - 1}
+
+    def close(self) -> None:
+        if self._file is None:
+            return
+        if self._dataset is not None:
+            self._dataset.resize(self._count, axis=0)
+        self._file.close()
+        self._file = None
+        fsync_path(self._path)
+
+
+class HDF5Handler(ClosingContext):
+    """Read one frame of an HDF5 stack written by :class:`HDF5Writer`."""
+
+    def __init__(
+        self,
+        resource_path: str,
+        *,
+        dataset: str = "/data",
+        chunk_shape: list[int] | None = None,
+        compression: str | None = None,
+    ) -> None:
+        self._file: h5py.File | None = h5py.File(resource_path, "r")
+        self._dataset = self._file[dataset]
+
+    def __call__(self, *, point_number: int) -> np.ndarray:
+        return np.asarray(self._dataset[point_number])
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def describe_hdf5_value(value: Any) -> ValueDescription:
+    """Any numeric or bool array or scalar; HDF5 holds them all."""
+    if isinstance(value, bool | int | float | complex):
+        value = np.asarray(value)
+    return describe_array(value)
+
+
+def hdf5_resource_kwargs(value: Any, description: ValueDescription) -> dict[str, Any]:
+    frame_nbytes = description.numpy_dtype.itemsize * math.prod(description.shape)
+    return {
+        "dataset": "/data",
+        "chunk_shape": [frames_per_chunk(frame_nbytes)],
+        "compression": None,
+    }
+
+
+HDF5_PAIR = WriterHandlerPair(
+    spec="BAS_HDF5",
+    mimetype="application/x-hdf5",
+    writer=HDF5Writer,
+    handler=HDF5Handler,
+    suffix=".h5",
+    describe=describe_hdf5_value,
+    resource_kwargs=hdf5_resource_kwargs,
+)

@@ -1,0 +1,140 @@
+"""What a value looks like to an event descriptor: JSON dtype, numpy dtype and shape."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._errors import UnsupportedValueError
+
+# numpy dtype kinds: b bool, i int, u unsigned, f float, c complex
+NUMERIC_KINDS = frozenset("biufc")
+
+
+@dataclass(frozen=True)
+class ValueDescription:
+    """The descriptor-facing shape of one value (one data key in one event).
+
+    Attributes
+    ----------
+    dtype : str
+        The event-model JSON type: ``number``, ``integer``, ``boolean``, ``string`` or ``array``.
+    dtype_numpy : str or list
+        ``numpy.dtype.str`` (e.g. ``"<f4"``), or a structured dtype's ``descr`` as lists.
+    shape : tuple of int
+        The value's shape (``()`` for a scalar).
+    """
+
+    dtype: str
+    dtype_numpy: str | list[list[str]]
+    shape: tuple[int, ...]
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        """The numpy dtype, structured when ``dtype_numpy`` is a field list."""
+        if isinstance(self.dtype_numpy, list):
+            return np.dtype([tuple(field) for field in self.dtype_numpy])
+        return np.dtype(self.dtype_numpy)
+
+    def as_data_key(self, source: str) -> dict[str, Any]:
+        """Return this description as an event-model ``DataKey`` dict."""
+        return {
+            "source": source,
+            "dtype": self.dtype,
+            "dtype_numpy": self.dtype_numpy,
+            "shape": list(self.shape),
+        }
+
+
+def _json_type(dtype: np.dtype) -> str:
+    if dtype.kind == "b":
+        return "boolean"
+    if dtype.kind in "iu":
+        return "integer"
+    if dtype.kind in "fc":
+        return "number"
+    if dtype.kind in "US":
+        return "string"
+    return "array"
+
+
+def describe_array(value: Any, *, kinds: frozenset[str] = NUMERIC_KINDS) -> ValueDescription:
+    """Describe a numpy array (or numpy scalar) whose dtype kind is one of ``kinds``.
+
+    Raises
+    ------
+    UnsupportedValueError
+        If ``value`` is not array-like or its dtype kind is not accepted.
+    """
+    if not isinstance(value, np.ndarray | np.generic):
+        raise UnsupportedValueError(
+            f"expected a numpy array, got {type(value).__name__}"
+        )
+    arr = np.asarray(value)
+    if arr.dtype.kind not in kinds or arr.dtype.names is not None:
+        accepted = ", ".join(sorted(_KIND_NAMES[k] for k in kinds))
+        raise UnsupportedValueError(
+            f"dtype {arr.dtype} is not supported; accepted: {accepted}"
+        )
+    json_type = "array" if arr.ndim else _json_type(arr.dtype)
+    return ValueDescription(json_type, arr.dtype.str, tuple(arr.shape))
+
+
+_KIND_NAMES = {
+    "b": "bool",
+    "i": "signed integers",
+    "u": "unsigned integers",
+    "f": "floats",
+    "c": "complex",
+    "U": "unicode strings",
+    "S": "byte strings",
+}
+
+
+def describe_inline(value: Any) -> ValueDescription:
+    """Describe a value that travels inside the event document itself.
+
+    Accepted: ``bool``, ``int``, ``float`` (finite), ``str``, numpy scalars and numeric numpy
+    arrays (finite floats). NaN and infinity are refused because they are not valid JSON.
+
+    Raises
+    ------
+    UnsupportedValueError
+        If the value cannot be represented in JSON.
+    """
+    if isinstance(value, bool | np.bool_):
+        return ValueDescription("boolean", "|b1", ())
+    if isinstance(value, str):
+        return ValueDescription("string", "<U0", ())
+    if isinstance(value, numbers.Integral):
+        return ValueDescription("integer", np.asarray(value).dtype.str, ())
+    if isinstance(value, numbers.Real):
+        if not math.isfinite(float(value)):
+            raise UnsupportedValueError(
+                f"{value!r} is not finite and cannot be stored in JSON; "
+                "write it to a file with a writer (e.g. 'BAS_HDF5') or replace it"
+            )
+        return ValueDescription("number", np.asarray(value).dtype.str, ())
+    if isinstance(value, np.ndarray):
+        description = describe_array(value, kinds=frozenset("biuf"))
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise UnsupportedValueError(
+                "array holds NaN or infinity, which JSON cannot carry; "
+                "write it to a file with a writer (e.g. 'BAS_HDF5')"
+            )
+        return description
+    raise UnsupportedValueError(
+        f"a value of type {type(value).__name__} cannot be stored inside an event; accepted: "
+        "bool, int, float, str, numpy scalars and numeric arrays (or name a writer for the key)"
+    )
+
+
+def to_json_value(value: Any) -> Any:
+    """Convert an inline value to the plain JSON value an event document carries."""
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    return value
