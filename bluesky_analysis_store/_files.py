@@ -34,6 +34,20 @@ class ClosingContext:
         self.close()
 
 
+class ReadingHandle(ClosingContext):
+    """A handler's file handle, closed when the handler is collected.
+
+    ``event_model.Filler`` caches handlers and never closes them; without this their files would
+    stay open until interpreter exit.
+    """
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: S110 - nothing useful can be done during collection
+            pass
+
+
 def frames_per_chunk(frame_nbytes: int, target_bytes: int = 1 << 20) -> int:
     """How many frames make a chunk of about ``target_bytes`` (at least one)."""
     return max(1, target_bytes // max(1, frame_nbytes))

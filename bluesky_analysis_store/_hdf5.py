@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 
 from ._errors import UnsupportedValueError
-from ._files import ClosingContext, frames_per_chunk, fsync_path
+from ._files import ClosingContext, ReadingHandle, frames_per_chunk, fsync_path
 from ._pairs import WriterHandlerPair
 from ._values import ValueDescription, describe_array
 
@@ -96,7 +96,7 @@ class HDF5Writer(ClosingContext):
         fsync_path(self._path)
 
 
-class HDF5Handler(ClosingContext):
+class HDF5Handler(ReadingHandle):
     """Read one frame of an HDF5 stack written by :class:`HDF5Writer`."""
 
     def __init__(

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from ._errors import UnsupportedValueError
-from ._files import ClosingContext
+from ._files import ClosingContext, ReadingHandle
 from ._pairs import WriterHandlerPair
 from ._values import ValueDescription, describe_array
 
@@ -87,7 +87,7 @@ class NPYWriter(ClosingContext):
         self._file = None
 
 
-class NPYHandler(ClosingContext):
+class NPYHandler(ReadingHandle):
     """Read one frame of a stack written by :class:`NPYWriter` (memory-mapped)."""
 
     def __init__(self, resource_path: str) -> None:

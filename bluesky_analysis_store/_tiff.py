@@ -8,7 +8,7 @@ import numpy as np
 import tifffile
 
 from ._errors import UnsupportedValueError
-from ._files import ClosingContext, fsync_path
+from ._files import ClosingContext, ReadingHandle, fsync_path
 from ._pairs import WriterHandlerPair
 from ._values import ValueDescription, describe_array
 
@@ -63,7 +63,7 @@ class TIFFWriter(ClosingContext):
         fsync_path(self._path)
 
 
-class TIFFHandler(ClosingContext):
+class TIFFHandler(ReadingHandle):
     """Read one page of a stack written by :class:`TIFFWriter`."""
 
     def __init__(self, resource_path: str, *, byteorder: str = "<") -> None:

@@ -1,0 +1,49 @@
+# Two commands set up a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BASE_STAMP := $(VENV)/.installed-base
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: demo test lint docs pytest env clean
+
+# uv (from the package registry) installs the stack in seconds; plain pip is the fallback.
+define install
+	@if $(PYTHON) -m pip install -q uv >/dev/null 2>&1 && $(PYTHON) -m uv --version >/dev/null 2>&1; then \
+		[ -x $(PY) ] || $(PYTHON) -m uv venv -q --python $(PYTHON) $(VENV); \
+		$(PYTHON) -m uv pip install -q --python $(PY) -e "$(1)"; \
+	else \
+		[ -x $(PY) ] || $(PYTHON) -m venv $(VENV); \
+		$(PY) -m pip install -q -e "$(1)"; \
+	fi
+endef
+
+$(BASE_STAMP): pyproject.toml setup.py
+	$(call install,.)
+	@touch $@
+
+$(TEST_STAMP): pyproject.toml setup.py
+	$(call install,.[test])
+	@touch $@ $(BASE_STAMP)
+
+env: $(BASE_STAMP)
+
+demo: $(BASE_STAMP)
+	$(VENV)/bin/bas demo
+
+lint: $(TEST_STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+docs: $(TEST_STAMP)
+	$(PY) -m sphinx -q -W --keep-going -b html docs docs/_build/html
+
+# Every temporary file (pytest's, tiled's, ophyd.sim's) goes into one directory removed afterwards.
+pytest: $(TEST_STAMP)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && TMPDIR=$$tmp $(PY) -m pytest
+
+test: lint docs pytest
+
+clean:
+	rm -rf $(VENV) docs/_build .pytest_cache .mypy_cache .ruff_cache .hypothesis
