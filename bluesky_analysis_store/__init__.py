@@ -37,7 +37,7 @@ _EXPORTS = {
     "analysis_tiled_writer": "._tiled_writer",
     "register_tiled_consolidators": "._tiled_writer",
     "AnalysisStoreError": "._errors",
-    "InvalidAnalysisInput": "._errors",
+    "AnalysisInputError": "._errors",
     "UnsafePathError": "._errors",
     "UnknownSpecError": "._errors",
     "DuplicateSpecError": "._errors",
@@ -64,9 +64,9 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from ._compose import ComposedRun, compose_analysis_run, default_registry
     from ._errors import (
+        AnalysisInputError,
         AnalysisStoreError,
         DuplicateSpecError,
-        InvalidAnalysisInput,
         UnknownSpecError,
         UnsafePathError,
         UnsupportedValueError,
@@ -76,6 +76,6 @@ if TYPE_CHECKING:
     from ._pairs import PAIRS_ENTRY_POINT_GROUP, PairRegistry, WriterHandlerPair
     from ._protocols import Handler, Writer
     from ._table import TABLE_PAIR, TableHandler, TableWriter, records_to_dataframe
-    from ._tiled_writer import analysis_tiled_writer, register_tiled_consolidators
     from ._tiff import TIFF_PAIR, TIFFHandler, TIFFWriter
+    from ._tiled_writer import analysis_tiled_writer, register_tiled_consolidators
     from ._values import ValueDescription

@@ -1,4 +1,4 @@
-"""``compose_analysis_run``: DBEP 6 ``data_dicts`` + ``md`` → files + validated event-model documents."""
+"""``compose_analysis_run``: DBEP 6 ``data_dicts`` and ``md`` → files and validated documents."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import event_model
 from event_model import DocumentNames, schema_validators
 from event_model.documents.stream_datum import StreamRange
 
-from ._errors import AnalysisStoreError, InvalidAnalysisInput, UnsafePathError
+from ._errors import AnalysisInputError, AnalysisStoreError, UnsafePathError
 from ._pairs import PairRegistry
 from ._paths import check_name, contained_path
 from ._staging import StagedFiles
@@ -80,10 +80,10 @@ def _where(n: int | None, stream: str, key: str | None = None) -> str:
 
 def _check_md(md: Any) -> dict[str, Any]:
     if not isinstance(md, Mapping):
-        raise InvalidAnalysisInput(f"md must be a mapping for the start document; got {md!r}")
+        raise AnalysisInputError(f"md must be a mapping for the start document; got {md!r}")
     reserved = RESERVED_MD_KEYS & set(md)
     if reserved:
-        raise InvalidAnalysisInput(
+        raise AnalysisInputError(
             f"md sets {sorted(reserved)}, which compose_analysis_run sets itself; "
             "pass uid=... to choose the run's uid and leave 'time' out"
         )
@@ -91,7 +91,7 @@ def _check_md(md: Any) -> dict[str, Any]:
         try:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as error:
-            raise InvalidAnalysisInput(
+            raise AnalysisInputError(
                 f"md[{key!r}] = {value!r:.80} is not JSON-serializable ({error}); the start "
                 "document accepts str, int, float (finite), bool, None, lists and dicts of those"
             ) from None
@@ -101,26 +101,26 @@ def _check_md(md: Any) -> dict[str, Any]:
 def _streams(data_dicts: Any) -> dict[str, list[tuple[int, Mapping[str, Any]]]]:
     """Group the entries by stream, keeping each entry's position for error messages."""
     if not isinstance(data_dicts, Sequence) or isinstance(data_dicts, str | bytes):
-        raise InvalidAnalysisInput(
+        raise AnalysisInputError(
             "data_dicts must be a list of {stream_name: {data_key: value}} mappings; "
             f"got {type(data_dicts).__name__}"
         )
     streams: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
     for n, entry in enumerate(data_dicts):
         if not isinstance(entry, Mapping):
-            raise InvalidAnalysisInput(
+            raise AnalysisInputError(
                 f"data_dicts[{n}] must map stream names to {{data_key: value}}; got {entry!r:.80}"
             )
         for stream, data in entry.items():
             check_name(stream, f"data_dicts[{n}]: stream name")
             if not isinstance(data, Mapping) or not data:
-                raise InvalidAnalysisInput(
+                raise AnalysisInputError(
                     f"{_where(n, stream)} must be a non-empty mapping of data keys to values; "
                     f"got {data!r:.80}"
                 )
             streams.setdefault(stream, []).append((n, data))
     if not streams:
-        raise InvalidAnalysisInput("data_dicts holds no data; give at least one stream")
+        raise AnalysisInputError("data_dicts holds no data; give at least one stream")
     return streams
 
 
@@ -133,7 +133,7 @@ def _default_writer(value: Any, registry: PairRegistry) -> KeyWriter | None:
     is_complex = getattr(getattr(value, "dtype", None), "kind", "") == "c" or isinstance(
         value, complex
     )
-    if getattr(value, "ndim", 0) and size > INLINE_ARRAY_LIMIT or is_complex:
+    if (getattr(value, "ndim", 0) and size > INLINE_ARRAY_LIMIT) or is_complex:
         return KeyWriter(pair=registry["BAS_HDF5"])
     return None
 
@@ -149,7 +149,7 @@ def _plan_stream(
     for n, data in entries[1:]:
         if set(data) != set(keys):
             missing, extra = sorted(set(keys) - set(data)), sorted(set(data) - set(keys))
-            raise InvalidAnalysisInput(
+            raise AnalysisInputError(
                 f"{_where(n, stream)} has keys {sorted(data)} but {_where(first_n, stream)} has "
                 f"{sorted(keys)} (missing {missing}, extra {extra}); every entry of a stream "
                 "must carry the same data keys"
@@ -158,7 +158,7 @@ def _plan_stream(
     for key in keys:
         check_name(key, f"{_where(first_n, stream)}: data key")
         if key in RESERVED_KEYS:
-            raise InvalidAnalysisInput(
+            raise AnalysisInputError(
                 f"{_where(first_n, stream)}: data key {key!r} is reserved for the event table; "
                 f"rename it (reserved: {sorted(RESERVED_KEYS)})"
             )
@@ -169,11 +169,11 @@ def _plan_stream(
             try:
                 this = describe(data[key])
             except AnalysisStoreError as error:
-                raise InvalidAnalysisInput(f"{_where(n, stream, key)}: {error}") from None
+                raise AnalysisInputError(f"{_where(n, stream, key)}: {error}") from None
             if description is None:
                 description = this
             elif this != description:
-                raise InvalidAnalysisInput(
+                raise AnalysisInputError(
                     f"{_where(n, stream, key)} has dtype {this.dtype_numpy} and shape "
                     f"{this.shape} but {_where(first_n, stream, key)} has dtype "
                     f"{description.dtype_numpy} and shape {description.shape}; a key keeps "
@@ -192,11 +192,11 @@ def _place_files(plans: list[_KeyPlan], start: dict[str, Any], root: Path | None
         where = _where(None, plan.stream, plan.key)
         plan.root = plan.writer.root or root
         if plan.root is None:
-            raise InvalidAnalysisInput(
+            raise AnalysisInputError(
                 f"{where} is written to a file but no root was given; pass root=DIRECTORY"
             )
         if not plan.root.is_dir():
-            raise InvalidAnalysisInput(
+            raise AnalysisInputError(
                 f"{where}: root {str(plan.root)!r} is not an existing directory"
             )
         if plan.writer.resource_func is not None:
@@ -212,7 +212,7 @@ def _place_files(plans: list[_KeyPlan], start: dict[str, Any], root: Path | None
         except UnsafePathError as error:
             raise UnsafePathError(f"{where}: {error}") from None
         if plan.path.exists():
-            raise InvalidAnalysisInput(
+            raise AnalysisInputError(
                 f"{where}: {str(plan.path)!r} already exists; files are never overwritten"
             )
 
@@ -237,7 +237,7 @@ def _write_files(
                 try:
                     plan.datum_kwargs.append(writer(data[plan.key]))
                 except (AnalysisStoreError, TypeError, ValueError) as error:
-                    raise InvalidAnalysisInput(
+                    raise AnalysisInputError(
                         f"{_where(n, plan.stream, plan.key)}: writer "
                         f"{plan.writer.pair.spec!r} refused the value: {error}"
                     ) from error
@@ -267,7 +267,10 @@ def _stream_documents(
     written = [p for p in plans if p.writer is not None]
     datum_ids: dict[str, list[str]] = {}
     for plan in written:
-        assert plan.writer and plan.path and plan.root and plan.datum_kwargs is not None
+        assert plan.writer is not None
+        assert plan.path is not None
+        assert plan.root is not None
+        assert plan.datum_kwargs is not None
         kwargs = plan.resource_kwargs or {}
         if asset_form == "stream_resource":
             # Keep the spec beside the parameters: tiled records it on the array node.
@@ -279,10 +282,13 @@ def _stream_documents(
             )
             yield "stream_resource", resource.stream_resource_doc
             count = len(plan.datum_kwargs)
-            yield "stream_datum", resource.compose_stream_datum(
-                indices=StreamRange(start=0, stop=count),
-                seq_nums=StreamRange(start=1, stop=count + 1),
-                descriptor=descriptor.descriptor_doc,
+            yield (
+                "stream_datum",
+                resource.compose_stream_datum(
+                    indices=StreamRange(start=0, stop=count),
+                    seq_nums=StreamRange(start=1, stop=count + 1),
+                    descriptor=descriptor.descriptor_doc,
+                ),
             )
         else:
             resource = bundle.compose_resource(
@@ -299,11 +305,14 @@ def _stream_documents(
     for i, (_, data) in enumerate(entries):
         values = {p.key: to_json_value(data[p.key]) for p in inline}
         values.update({key: ids[i] for key, ids in datum_ids.items()})
-        yield "event", descriptor.compose_event(
-            data=values,
-            timestamps=dict.fromkeys(values, now),
-            filled=dict.fromkeys(datum_ids, False),
-            time=now,
+        yield (
+            "event",
+            descriptor.compose_event(
+                data=values,
+                timestamps=dict.fromkeys(values, now),
+                filled=dict.fromkeys(datum_ids, False),
+                time=now,
+            ),
         )
 
 
@@ -360,7 +369,7 @@ def compose_analysis_run(
 
     Raises
     ------
-    InvalidAnalysisInput
+    AnalysisInputError
         Bad ``data_dicts``, ``md`` or ``writers``, naming the entry, stream and key.
     UnsafePathError
         A resource path that would leave its root.
@@ -368,7 +377,7 @@ def compose_analysis_run(
         A spec name no pair is registered under.
     """
     if asset_form not in ("stream_resource", "resource"):
-        raise InvalidAnalysisInput(
+        raise AnalysisInputError(
             f"asset_form={asset_form!r}; accepted: 'stream_resource' or 'resource'"
         )
     registry = registry if registry is not None else default_registry()
@@ -378,7 +387,7 @@ def compose_analysis_run(
     all_keys = {key for entries in streams.values() for key in entries[0][1]}
     unknown = sorted(set(key_writers) - all_keys)
     if unknown:
-        raise InvalidAnalysisInput(
+        raise AnalysisInputError(
             f"writers names keys {unknown} that no stream holds; data keys: {sorted(all_keys)}"
         )
     plans = {
@@ -388,8 +397,8 @@ def compose_analysis_run(
     try:
         bundle = event_model.compose_run(uid=uid, metadata=metadata)
     except Exception as error:
-        raise InvalidAnalysisInput(f"md does not make a valid start document: {error}") from None
-    start = bundle.start_doc
+        raise AnalysisInputError(f"md does not make a valid start document: {error}") from None
+    start: dict[str, Any] = dict(bundle.start_doc)
     flat_plans = [plan for stream_plans in plans.values() for plan in stream_plans]
     _place_files(flat_plans, start, Path(root) if root is not None else None)
 
@@ -401,7 +410,8 @@ def compose_analysis_run(
             documents.extend(
                 _stream_documents(bundle, stream, entries, plans[stream], asset_form, now)
             )
-        documents.append(("stop", bundle.compose_stop(exit_status="success", time=now)))
+        stop = bundle.compose_stop(exit_status="success", time=now)
+        documents.append(("stop", dict(stop)))
         for name, doc in documents:
             schema_validators[DocumentNames[name]].validate(doc)
         files = staged.publish()

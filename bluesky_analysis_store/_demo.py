@@ -25,7 +25,7 @@ def example_data_dicts(points: int = 20, seed: int = 0) -> list[dict[str, dict[s
     edge = 1.0 / (1.0 + np.exp(-(energy - 8979.0) / 3.0))
     y, x = np.mgrid[0:64, 0:64]
     data_dicts: list[dict[str, dict[str, Any]]] = []
-    for i, e in enumerate(energy):
+    for i in range(points):
         spot = np.exp(-((x - 32 - i / 4) ** 2 + (y - 30) ** 2) / 40.0)
         image = (1000 * edge[i] * spot + rng.normal(0, 1, spot.shape)).astype(np.float32)
         i0 = 1e5 * (1 + 0.01 * rng.normal())

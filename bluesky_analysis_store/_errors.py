@@ -5,7 +5,7 @@ class AnalysisStoreError(Exception):
     """Base class of every error this package raises on purpose."""
 
 
-class InvalidAnalysisInput(AnalysisStoreError, ValueError):
+class AnalysisInputError(AnalysisStoreError, ValueError):
     """``data_dicts``, ``md`` or ``writers`` cannot be turned into a valid run.
 
     Raised before anything is written.

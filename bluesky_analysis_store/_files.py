@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from types import TracebackType
 from typing import Self
@@ -42,10 +43,8 @@ class ReadingHandle(ClosingContext):
     """
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # nothing useful can be done during collection
             self.close()
-        except Exception:  # noqa: S110 - nothing useful can be done during collection
-            pass
 
 
 def frames_per_chunk(frame_nbytes: int, target_bytes: int = 1 << 20) -> int:

@@ -22,9 +22,7 @@ _LARGEST_COUNT = 2**63 - 1
 
 
 def _header(dtype: np.dtype, shape: tuple[int, ...]) -> str:
-    return repr(
-        {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-    )
+    return repr({"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
 
 
 def _header_bytes(dtype: np.dtype, shape: tuple[int, ...], frame_shape: tuple[int, ...]) -> bytes:
@@ -53,7 +51,8 @@ class NPYWriter(ClosingContext):
         self._count = 0
 
     def _write_header(self) -> None:
-        assert self._file is not None and self._dtype is not None
+        assert self._file is not None
+        assert self._dtype is not None
         self._file.seek(0)
         self._file.write(
             _header_bytes(self._dtype, (self._count, *self._frame_shape), self._frame_shape)

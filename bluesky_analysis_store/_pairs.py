@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -39,8 +39,8 @@ class WriterHandlerPair:
 
     spec: str
     mimetype: str
-    writer: type[Writer]
-    handler: type[Handler]
+    writer: Callable[..., Writer]
+    handler: Callable[..., Handler]
     suffix: str
     describe: Callable[[Any], ValueDescription]
     resource_kwargs: Callable[[Any, ValueDescription], dict[str, Any]]
@@ -59,7 +59,7 @@ class PairRegistry(Mapping[str, WriterHandlerPair]):
     'application/x-hdf5'
     """
 
-    def __init__(self, pairs: Iterator[WriterHandlerPair] | list[WriterHandlerPair] = ()) -> None:
+    def __init__(self, pairs: Iterable[WriterHandlerPair] = ()) -> None:
         self._pairs: dict[str, WriterHandlerPair] = {}
         for pair in pairs:
             self.register(pair)
@@ -107,7 +107,7 @@ class PairRegistry(Mapping[str, WriterHandlerPair]):
     def __len__(self) -> int:
         return len(self._pairs)
 
-    def handler_registry(self) -> dict[str, type[Handler]]:
+    def handler_registry(self) -> dict[str, Callable[..., Handler]]:
         """Spec → handler class, the form ``event_model.Filler`` takes."""
         return {spec: pair.handler for spec, pair in self._pairs.items()}
 

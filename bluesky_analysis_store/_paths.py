@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ._errors import InvalidAnalysisInput, UnsafePathError
+from ._errors import AnalysisInputError, UnsafePathError
 
 #: Stream names and data keys become file and tiled node names: keep them to a safe alphabet.
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,127}")
@@ -19,11 +19,11 @@ def check_name(name: object, what: str) -> str:
 
     Raises
     ------
-    InvalidAnalysisInput
+    AnalysisInputError
         Naming ``what`` (e.g. ``"data_dicts[3]: stream 'primary' key"``) and the accepted alphabet.
     """
     if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
-        raise InvalidAnalysisInput(f"{what} {name!r} is not accepted; use {SAFE_NAME_TEXT}")
+        raise AnalysisInputError(f"{what} {name!r} is not accepted; use {SAFE_NAME_TEXT}")
     return name
 
 

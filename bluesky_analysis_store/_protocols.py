@@ -1,9 +1,9 @@
 """The writer/handler scheme of DBEP 6, as two small protocols.
 
-A *handler* reads: it is constructed from a resource (the file path plus the resource kwargs) and,
-called with datum kwargs, returns one value. A *writer* is its mirror: it is constructed from exactly
-the same arguments and, called with one value, appends it and returns the datum kwargs that read it
-back. The information used to retrieve is enough to write, and vice versa.
+A *handler* reads: it is constructed from a resource (the file path plus the resource kwargs)
+and, called with datum kwargs, returns one value. A *writer* is its mirror: it is constructed from
+exactly the same arguments and, called with one value, appends it and returns the datum kwargs that
+read it back. The information used to retrieve is enough to write, and vice versa.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from typing import Any, Protocol, Self, runtime_checkable
 
 @runtime_checkable
 class Writer(Protocol):
-    """Appends values to one resource (file) and says how to read each back."""
+    """Appends values to one resource (file) and says how to read each back.
 
-    def __init__(self, resource_path: str, **resource_kwargs: Any) -> None: ...
+    Constructed as ``Writer(resource_path, **resource_kwargs)``, exactly like its handler.
+    """
 
     def __call__(self, value: Any) -> dict[str, Any]:
         """Append ``value``; return the datum kwargs that make the handler return it."""
@@ -38,11 +39,12 @@ class Writer(Protocol):
 
 @runtime_checkable
 class Handler(Protocol):
-    """Reads values back from one resource (file), in the databroker handler convention."""
+    """Reads values back from one resource (file), in the databroker handler convention.
 
-    def __init__(self, resource_path: str, **resource_kwargs: Any) -> None: ...
+    Constructed as ``Handler(resource_path, **resource_kwargs)``.
+    """
 
-    def __call__(self, **datum_kwargs: Any) -> Any:
+    def __call__(self, *args: Any, **datum_kwargs: Any) -> Any:
         """Return the value the datum kwargs point at."""
         ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -53,10 +54,8 @@ class StagedFiles:
         for final in self._published:
             final.unlink(missing_ok=True)
         for directory in reversed(self._made_dirs):
-            try:
+            with contextlib.suppress(OSError):  # not empty: something else lives there now
                 directory.rmdir()
-            except OSError:  # not empty: something else lives there now
-                pass
         self._staged, self._published, self._made_dirs = [], [], []
 
     def __enter__(self) -> Self:

@@ -30,6 +30,13 @@ def _has_default_index(frame: pd.DataFrame) -> bool:
     )
 
 
+def _index_field(frame: pd.DataFrame) -> str | None:
+    """The field name that stores the index, or None for a default RangeIndex (not stored)."""
+    if _has_default_index(frame):
+        return None
+    return str(frame.index.name) if frame.index.name is not None else DEFAULT_INDEX_NAME
+
+
 def _records(frame: pd.DataFrame, index: str | None) -> np.ndarray:
     if index is None:
         return frame.to_records(index=False)
@@ -45,16 +52,14 @@ def describe_table_value(value: Any) -> ValueDescription:
     names = list(value.columns)
     bad_names = [n for n in names if not isinstance(n, str) or not n]
     if bad_names or len(set(names)) != len(names):
-        raise UnsupportedValueError(
-            f"table columns must be unique non-empty strings; got {names}"
-        )
+        raise UnsupportedValueError(f"table columns must be unique non-empty strings; got {names}")
     for name, dtype in value.dtypes.items():
         if not isinstance(dtype, np.dtype) or dtype.kind not in NUMERIC_KINDS:
             raise UnsupportedValueError(
                 f"column {name!r} has dtype {dtype}; table columns must be numeric or bool "
                 "numpy dtypes (ints, unsigned, floats, complex, bool)"
             )
-    index = None if _has_default_index(value) else (value.index.name or DEFAULT_INDEX_NAME)
+    index = _index_field(value)
     if index is not None:
         if index in names:
             raise UnsupportedValueError(
@@ -66,8 +71,8 @@ def describe_table_value(value: Any) -> ValueDescription:
             raise UnsupportedValueError(
                 f"the index has dtype {value.index.dtype}; a stored index must be numeric"
             )
-    records = _records(value, index)
-    descr = [[field, records.dtype.fields[field][0].str] for field in records.dtype.names]
+    dtype = _records(value, index).dtype
+    descr = [[name, dtype[name].str] for name in dtype.names or ()]
     return ValueDescription("array", descr, (len(value),))
 
 
@@ -131,7 +136,7 @@ def records_to_dataframe(records: np.ndarray, index: str | None = None) -> pd.Da
 
 
 def table_resource_kwargs(value: Any, description: ValueDescription) -> dict[str, Any]:
-    index = None if _has_default_index(value) else (value.index.name or DEFAULT_INDEX_NAME)
+    index = _index_field(value)
     return {**hdf5_resource_kwargs(value, description), "dataset": "/table", "index": index}
 
 

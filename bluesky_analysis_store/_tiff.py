@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import numpy as np
 import tifffile
@@ -27,7 +27,7 @@ class TIFFWriter(ClosingContext):
         The file's byte order, so that big-endian frames come back big-endian.
     """
 
-    def __init__(self, resource_path: str, *, byteorder: str = "<") -> None:
+    def __init__(self, resource_path: str, *, byteorder: Literal["<", ">"] = "<") -> None:
         self._path = resource_path
         self._stream: IO[bytes] | None = open(resource_path, "xb")  # noqa: SIM115 - kept open
         self._tiff: tifffile.TiffWriter | None = tifffile.TiffWriter(
@@ -66,7 +66,7 @@ class TIFFWriter(ClosingContext):
 class TIFFHandler(ReadingHandle):
     """Read one page of a stack written by :class:`TIFFWriter`."""
 
-    def __init__(self, resource_path: str, *, byteorder: str = "<") -> None:
+    def __init__(self, resource_path: str, *, byteorder: Literal["<", ">"] = "<") -> None:
         self._file: tifffile.TiffFile | None = tifffile.TiffFile(resource_path)
         self._byteorder = byteorder
 

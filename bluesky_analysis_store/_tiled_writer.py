@@ -5,7 +5,7 @@ Imported lazily: ``bluesky_tiled_plugins.writing`` costs over a second to import
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from ._pairs import PairRegistry
 
@@ -17,14 +17,14 @@ def _single_file_consolidator_class() -> type:
     from bluesky_tiled_plugins.writing.consolidators import ConsolidatorBase
     from tiled.structures.data_source import Asset
 
-    class SingleFileConsolidator(ConsolidatorBase):  # type: ignore[misc]
+    class SingleFileConsolidator(ConsolidatorBase):
         """One file holds the whole stack; tiled's TiffAdapter/NPYAdapter read it as one block.
 
         The base class registers its asset as an item of ``data_uris`` (a file sequence); the
         single-file adapters take ``data_uri`` instead.
         """
 
-        supported_mimetypes = set(SINGLE_FILE_MIMETYPES)
+        supported_mimetypes: ClassVar[set[str]] = set(SINGLE_FILE_MIMETYPES)
 
         def __init__(self, stream_resource: Any, descriptor: Any) -> None:
             super().__init__(stream_resource, descriptor)

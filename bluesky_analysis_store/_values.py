@@ -71,15 +71,11 @@ def describe_array(value: Any, *, kinds: frozenset[str] = NUMERIC_KINDS) -> Valu
         If ``value`` is not array-like or its dtype kind is not accepted.
     """
     if not isinstance(value, np.ndarray | np.generic):
-        raise UnsupportedValueError(
-            f"expected a numpy array, got {type(value).__name__}"
-        )
+        raise UnsupportedValueError(f"expected a numpy array, got {type(value).__name__}")
     arr = np.asarray(value)
     if arr.dtype.kind not in kinds or arr.dtype.names is not None:
         accepted = ", ".join(sorted(_KIND_NAMES[k] for k in kinds))
-        raise UnsupportedValueError(
-            f"dtype {arr.dtype} is not supported; accepted: {accepted}"
-        )
+        raise UnsupportedValueError(f"dtype {arr.dtype} is not supported; accepted: {accepted}")
     json_type = "array" if arr.ndim else _json_type(arr.dtype)
     return ValueDescription(json_type, arr.dtype.str, tuple(arr.shape))
 

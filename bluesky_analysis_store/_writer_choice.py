@@ -1,4 +1,4 @@
-"""The ``writers`` argument: per data key, a spec name, a pair, or a DBEP 6 ``writers_dict`` entry."""
+"""``writers``: per data key a spec name, a pair, or a DBEP 6 ``writers_dict`` entry."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._errors import InvalidAnalysisInput
+from ._errors import AnalysisInputError
 from ._pairs import PairRegistry, WriterHandlerPair
 from ._values import ValueDescription
 
@@ -45,13 +45,13 @@ def _from_dbep6_entry(key: str, entry: Mapping[str, Any], registry: PairRegistry
     unknown = set(entry) - DBEP6_ENTRY_KEYS
     missing = {"writer", "spec"} - set(entry)
     if unknown or missing:
-        raise InvalidAnalysisInput(
+        raise AnalysisInputError(
             f"{where} has unknown keys {sorted(unknown)} and lacks {sorted(missing)}; a DBEP 6 "
             f"writers_dict entry takes {sorted(DBEP6_ENTRY_KEYS)} (writer and spec required)"
         )
     spec, writer = entry["spec"], entry["writer"]
     if not isinstance(spec, str) or not callable(writer):
-        raise InvalidAnalysisInput(
+        raise AnalysisInputError(
             f"{where}: 'spec' must be a string and 'writer' a writer class; got "
             f"{spec!r} and {writer!r}"
         )
@@ -76,13 +76,13 @@ def _from_dbep6_entry(key: str, entry: Mapping[str, Any], registry: PairRegistry
     )
     resource = entry.get("resource") or {}
     if not isinstance(resource, Mapping) or set(resource) - {"func", "kwargs"}:
-        raise InvalidAnalysisInput(
+        raise AnalysisInputError(
             f"{where}['resource'] must be a mapping with 'func' and optional 'kwargs'; "
             f"got {resource!r}"
         )
     func = resource.get("func")
     if func is not None and not callable(func):
-        raise InvalidAnalysisInput(f"{where}['resource']['func'] must be callable; got {func!r}")
+        raise AnalysisInputError(f"{where}['resource']['func'] must be callable; got {func!r}")
     root = entry.get("root")
     return KeyWriter(
         pair=pair,
@@ -99,14 +99,14 @@ def normalize_writers(
 
     Raises
     ------
-    InvalidAnalysisInput, UnknownSpecError
+    AnalysisInputError, UnknownSpecError
         Naming the key whose entry is not one of: a registered spec name, a
         :class:`WriterHandlerPair`, or a DBEP 6 ``writers_dict`` entry.
     """
     if writers is None:
         return {}
     if not isinstance(writers, Mapping):
-        raise InvalidAnalysisInput(
+        raise AnalysisInputError(
             f"writers must map data keys to writers; got {type(writers).__name__}"
         )
     normalized = {}
@@ -118,7 +118,7 @@ def normalize_writers(
         elif isinstance(entry, Mapping):
             normalized[key] = _from_dbep6_entry(key, entry, registry)
         else:
-            raise InvalidAnalysisInput(
+            raise AnalysisInputError(
                 f"writers[{key!r}] is {entry!r}; accepted: a spec name such as 'BAS_HDF5' "
                 f"(registered: {sorted(registry)}), a WriterHandlerPair, or a DBEP 6 "
                 "writers_dict entry {'writer', 'resource', 'root', 'spec'}"

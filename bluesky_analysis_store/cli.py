@@ -24,9 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = commands.add_parser(
-        "demo", help="compose a realistic analysis run and print a summary"
-    )
+    demo = commands.add_parser("demo", help="compose a realistic analysis run and print a summary")
     demo.add_argument(
         "--directory",
         type=Path,

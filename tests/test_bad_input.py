@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from bluesky_analysis_store import (
-    InvalidAnalysisInput,
+    AnalysisInputError,
     UnknownSpecError,
     UnsafePathError,
     compose_analysis_run,
@@ -44,7 +44,7 @@ BAD_CASES = {
         [_good(0), {"primary": {"image": np.zeros((5, 4), "f4"), "x": 1.0}}],
         {},
         {"writers": {"image": "BAS_HDF5"}},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"data_dicts\[1\]\['primary'\]\['image'\] has dtype <f4 and shape \(5, 4\) but "
         r"data_dicts\[0\]\['primary'\]\['image'\] has dtype <f4 and shape \(4, 4\)",
     ),
@@ -52,42 +52,42 @@ BAD_CASES = {
         [_good(0), {"primary": {"image": np.zeros((4, 4), "f8"), "x": 1.0}}],
         {},
         {},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"data_dicts\[1\]\['primary'\]\['image'\] has dtype <f8",
     ),
     "value that cannot be serialized": (
         [_good(0), {"primary": {"image": np.zeros((4, 4), "f4"), "x": object()}}],
         {},
         {},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"data_dicts\[1\]\['primary'\]\['x'\]: a value of type object cannot be stored",
     ),
     "NaN inline": (
         [{"primary": {"x": float("nan")}}],
         {},
         {},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"data_dicts\[0\]\['primary'\]\['x'\]: nan is not finite",
     ),
     "key containing a dot": (
         [{"primary": {"a.b": 1.0}}],
         {},
         {},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"data_dicts\[0\]\['primary'\]: data key 'a.b' is not accepted; use 1-128 characters",
     ),
     "key containing a slash": (
         [{"primary": {"a/b": np.zeros(100)}}],
         {},
         {},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"data key 'a/b' is not accepted",
     ),
     "stream name containing a slash": (
         [{"../up": {"x": np.zeros(100)}}],
         {},
         {},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"data_dicts\[0\]: stream name '../up' is not accepted",
     ),
     "unknown spec name": (
@@ -101,42 +101,42 @@ BAD_CASES = {
         [_good(0)],
         {},
         {"writers": {"imgae": "BAS_HDF5"}},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"writers names keys \['imgae'\] that no stream holds; data keys: \['image', 'x'\]",
     ),
     "DBEP 6 entry without a writer class": (
         [_good(0)],
         {},
         {"writers": {"image": {"writer": None, "spec": "BAS_NPY"}}},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"writers\['image'\]: 'spec' must be a string and 'writer' a writer class",
     ),
     "metadata that is not JSON-serializable": (
         [_good(0)],
         {"when": object()},
         {},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"md\['when'\] = <object object at .*> is not JSON-serializable",
     ),
     "NaN in metadata": (
         [_good(0)],
         {"threshold": float("inf")},
         {},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"md\['threshold'\] = inf is not JSON-serializable",
     ),
     "metadata sets the uid": (
         [_good(0)],
         {"uid": "abc"},
         {},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"md sets \['uid'\], which compose_analysis_run sets itself",
     ),
     "missing key in one entry": (
         [_good(0), {"primary": {"x": 1.0}}],
         {},
         {},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"data_dicts\[1\]\['primary'\] has keys \['x'\] but data_dicts\[0\]\['primary'\] has "
         r"\['image', 'x'\] \(missing \['image'\], extra \[\]\)",
     ),
@@ -144,21 +144,21 @@ BAD_CASES = {
         [{"primary": {"time": 1.0}}],
         {},
         {},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"data key 'time' is reserved",
     ),
     "TIFF given a 1-D array": (
         [{"primary": {"line": np.zeros(100)}}],
         {},
         {"writers": {"line": "BAS_TIFF"}},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"data_dicts\[0\]\['primary'\]\['line'\]: TIFF pages hold non-empty 2-D frames",
     ),
     "table with a string column": (
         [{"primary": {"t": pd.DataFrame({"name": ["a", "b"]})}}],
         {},
         {},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"data_dicts\[0\]\['primary'\]\['t'\]: column 'name' has dtype object",
     ),
     "table whose row count changes": (
@@ -168,15 +168,15 @@ BAD_CASES = {
         ],
         {},
         {},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"data_dicts\[1\]\['primary'\]\['t'\] has dtype .* and shape \(1,\)",
     ),
-    "empty data_dicts": ([], {}, {}, InvalidAnalysisInput, "data_dicts holds no data"),
+    "empty data_dicts": ([], {}, {}, AnalysisInputError, "data_dicts holds no data"),
     "data_dicts entry that is not a mapping": (
         [_good(0), [1, 2]],
         {},
         {},
-        InvalidAnalysisInput,
+        AnalysisInputError,
         r"data_dicts\[1\] must map stream names",
     ),
 }
@@ -229,7 +229,9 @@ def test_symlink_out_of_the_root_is_refused(root, tmp_path):
         }
     }
     before = _tree(tmp_path)
-    with pytest.raises(UnsafePathError, match=r"resolves to .*outside/escape.npy.*outside the root"):
+    with pytest.raises(
+        UnsafePathError, match=r"resolves to .*outside/escape.npy.*outside the root"
+    ):
         compose_analysis_run([_good(0)], {}, root=root, writers=writers)
     assert _tree(tmp_path) == before
 
@@ -243,13 +245,13 @@ def test_existing_file_is_never_overwritten(root):
         }
     }
     before = _tree(root)
-    with pytest.raises(InvalidAnalysisInput, match=r"existing.txt' already exists"):
+    with pytest.raises(AnalysisInputError, match=r"existing.txt' already exists"):
         compose_analysis_run([_good(0)], {}, root=root, writers=writers)
     assert _tree(root) == before
 
 
 def test_written_key_without_root_is_refused():
-    with pytest.raises(InvalidAnalysisInput, match=r"\['image'\] is written to a file but no root"):
+    with pytest.raises(AnalysisInputError, match=r"\['image'\] is written to a file but no root"):
         compose_analysis_run([_good(0)], {}, writers={"image": "BAS_HDF5"})
 
 
@@ -276,6 +278,6 @@ def test_failure_while_writing_removes_every_file_already_written(root):
     data = [{"primary": {"image": np.zeros((4, 4)), "z": np.zeros(3)}}]
     writers = {"image": "BAS_HDF5", "z": {"writer": FailingWriter, "spec": "BAS_NPY"}}
     before = _tree(root)
-    with pytest.raises(InvalidAnalysisInput, match=r"\['z'\]: writer 'BAS_NPY' refused the value"):
+    with pytest.raises(AnalysisInputError, match=r"\['z'\]: writer 'BAS_NPY' refused the value"):
         compose_analysis_run(data, {}, root=root, writers=writers)
     assert _tree(root) == before

@@ -81,9 +81,7 @@ def test_data_keys_are_inferred(tmp_path):
 
 
 def test_sequence_numbers_have_no_gaps_when_a_stream_skips_entries(tmp_path):
-    data = [
-        {"a": {"x": 1.0}, **({"b": {"y": i}} if i % 3 == 0 else {})} for i in range(10)
-    ]
+    data = [{"a": {"x": 1.0}, **({"b": {"y": i}} if i % 3 == 0 else {})} for i in range(10)]
     run = compose_analysis_run(data, {}, root=tmp_path)
     docs = _by_name(run)
     stream_of = {d["uid"]: d["name"] for d in docs["descriptor"]}

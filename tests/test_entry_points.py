@@ -19,7 +19,7 @@ SHIPPED = {"BAS_HDF5", "BAS_NPY", "BAS_TIFF", "BAS_TABLE_HDF5"}
 
 def test_each_pair_entry_point_is_named_by_its_spec():
     found = {ep.name: ep.load() for ep in entry_points(group=PAIRS_ENTRY_POINT_GROUP)}
-    assert SHIPPED <= set(found)
+    assert set(found) >= SHIPPED
     for name, pair in found.items():
         assert isinstance(pair, WriterHandlerPair)
         assert pair.spec == name
@@ -41,7 +41,7 @@ def test_registry_refuses_a_second_pair_for_one_spec():
 def test_registries_are_independent_instances():
     mine = PairRegistry()
     assert len(mine) == 0
-    assert SHIPPED <= set(default_registry())
+    assert set(default_registry()) >= SHIPPED
     with pytest.raises(UnknownSpecError, match=r"unknown spec 'BAS_HDF5'; registered specs: \[\]"):
         mine["BAS_HDF5"]
 

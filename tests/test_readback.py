@@ -1,4 +1,4 @@
-"""Composed runs read back bit-exact: through a real tiled catalog and through event-model's Filler."""
+"""Composed runs read back bit-exact through a real tiled catalog and through event-model Filler."""
 
 from importlib.metadata import entry_points
 
@@ -53,7 +53,10 @@ def test_tiled_writer_round_trip(tiled_catalog, asset_form):
     data = _mixed_data()
     runs = tiled_catalog.new_runs_container()
     run = compose_analysis_run(
-        data, {"analysis": "rt"}, root=tiled_catalog.new_root(), writers=WRITERS,
+        data,
+        {"analysis": "rt"},
+        root=tiled_catalog.new_root(),
+        writers=WRITERS,
         asset_form=asset_form,
     )
     writer = analysis_tiled_writer(runs)
@@ -72,7 +75,8 @@ def test_tiled_writer_round_trip(tiled_catalog, asset_form):
     tables = primary["table"].read()
     for i, entry in enumerate(data):
         pd.testing.assert_frame_equal(
-            records_to_dataframe(tables[i], index="energy"), entry["primary"]["table"],
+            records_to_dataframe(tables[i], index="energy"),
+            entry["primary"]["table"],
             check_exact=True,
         )
     events = primary.read()
