@@ -329,8 +329,9 @@ def compose_analysis_run(
     """Write an analysis run's files and compose its event-model documents (DBEP 6).
 
     Everything is validated before anything is written. Files are written under temporary names
-    beside their final ones and renamed (never overwriting) only when every document has passed
-    ``event_model.schema_validators``; on any error no file and no directory is left behind.
+    beside their final ones and given their final names (hard link, never overwriting) only when
+    every document has passed ``event_model.schema_validators``; on any error no file and no
+    directory is left behind.
     The inputs are never mutated.
 
     Parameters

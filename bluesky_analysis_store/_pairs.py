@@ -25,8 +25,10 @@ class WriterHandlerPair:
         The resource ``spec``; also the handler's name in ``databroker.handlers``.
     mimetype : str
         The mimetype tiled serves the file with (TiledWriter's ``spec_to_mimetype``).
-    writer, handler : type
-        Classes following the :class:`Writer` and :class:`Handler` protocols.
+    writer : callable
+        A class following the :class:`Writer` protocol.
+    handler : callable
+        A class following the :class:`Handler` protocol, which reads what ``writer`` wrote.
     suffix : str
         The file name suffix, with its dot (``".h5"``).
     describe : callable

@@ -45,7 +45,7 @@ def register_tiled_consolidators() -> None:
     Raises
     ------
     RuntimeError
-        If another consolidator already handles one of :data:`SINGLE_FILE_MIMETYPES`.
+        If another consolidator already handles one of ``SINGLE_FILE_MIMETYPES``.
     """
     from bluesky_tiled_plugins.writing.consolidators import CONSOLIDATOR_REGISTRY
 
