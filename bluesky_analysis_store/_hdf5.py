@@ -111,7 +111,9 @@ class HDF5Handler(ReadingHandle):
         self._dataset = self._file[dataset]
 
     def __call__(self, *, point_number: int) -> np.ndarray:
-        return np.asarray(self._dataset[point_number])
+        # A one-frame slice keeps the stored dtype (big-endian too); [0, ...] stays an array,
+        # where dataset[i] on a 0-d frame would give a native-order numpy scalar.
+        return np.asarray(self._dataset[point_number : point_number + 1])[0, ...]
 
     def close(self) -> None:
         if self._file is not None:

@@ -62,7 +62,7 @@ class NPYWriter(ClosingContext):
     def __call__(self, value: Any) -> dict[str, Any]:
         if self._file is None:
             raise ValueError(f"writer for {self._path} is closed")
-        frame = np.ascontiguousarray(value)
+        frame = np.asarray(value, order="C")  # (np.ascontiguousarray would make 0-d into 1-d)
         if self._dtype is None:
             self._dtype, self._frame_shape = frame.dtype, frame.shape
             self._write_header()
@@ -94,7 +94,7 @@ class NPYHandler(ReadingHandle):
 
     def __call__(self, *, point_number: int) -> np.ndarray:
         assert self._stack is not None
-        return np.array(self._stack[point_number])
+        return np.array(self._stack[point_number : point_number + 1][0, ...])
 
     def close(self) -> None:
         self._stack = None

@@ -30,6 +30,16 @@ def _has_default_index(frame: pd.DataFrame) -> bool:
     )
 
 
+def _is_field_name(name: object) -> bool:
+    if not isinstance(name, str) or not name or "\x00" in name:
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
+        return False
+    return True
+
+
 def _index_field(frame: pd.DataFrame) -> str | None:
     """The field name that stores the index, or None for a default RangeIndex (not stored)."""
     if _has_default_index(frame):
@@ -50,9 +60,12 @@ def describe_table_value(value: Any) -> ValueDescription:
             f"the table writer takes pandas DataFrames, got {type(value).__name__}"
         )
     names = list(value.columns)
-    bad_names = [n for n in names if not isinstance(n, str) or not n]
+    bad_names = [n for n in names if not _is_field_name(n)]
     if bad_names or len(set(names)) != len(names):
-        raise UnsupportedValueError(f"table columns must be unique non-empty strings; got {names}")
+        raise UnsupportedValueError(
+            "table columns must be unique non-empty UTF-8 strings without NUL characters "
+            f"(HDF5 field names); got {names}"
+        )
     for name, dtype in value.dtypes.items():
         if not isinstance(dtype, np.dtype) or dtype.kind not in NUMERIC_KINDS:
             raise UnsupportedValueError(
@@ -88,6 +101,8 @@ class TableWriter(HDF5Writer):
     index : str or None
         The field that holds the DataFrame index, or None when the index is the default
         ``RangeIndex`` and is not stored.
+    index_named : bool
+        False when the index had no name (it is stored under ``"index"`` and read back unnamed).
     """
 
     def __init__(
@@ -98,6 +113,7 @@ class TableWriter(HDF5Writer):
         chunk_shape: list[int] | None = None,
         compression: str | None = None,
         index: str | None = None,
+        index_named: bool = True,
     ) -> None:
         super().__init__(
             resource_path, dataset=dataset, chunk_shape=chunk_shape, compression=compression
@@ -120,24 +136,44 @@ class TableHandler(HDF5Handler):
         chunk_shape: list[int] | None = None,
         compression: str | None = None,
         index: str | None = None,
+        index_named: bool = True,
     ) -> None:
         super().__init__(resource_path, dataset=dataset)
         self._index = index
+        self._index_named = index_named
 
     def __call__(self, *, point_number: int) -> pd.DataFrame:  # type: ignore[override]
         records = super().__call__(point_number=point_number)
-        return records_to_dataframe(records, index=self._index)
+        return records_to_dataframe(records, index=self._index, index_named=self._index_named)
 
 
-def records_to_dataframe(records: np.ndarray, index: str | None = None) -> pd.DataFrame:
-    """Turn one structured frame (as read by the handler or tiled) back into a DataFrame."""
+def records_to_dataframe(
+    records: np.ndarray, index: str | None = None, index_named: bool = True
+) -> pd.DataFrame:
+    """Turn one structured frame (as read by the handler or tiled) back into a DataFrame.
+
+    Parameters
+    ----------
+    records : numpy structured array
+        One frame of the table stack.
+    index, index_named
+        The resource kwargs of the same names: which field is the index, and whether it had a
+        name.
+    """
     frame = pd.DataFrame.from_records(records)
-    return frame.set_index(index) if index is not None else frame
+    if index is None:
+        return frame
+    frame = frame.set_index(index)
+    return frame if index_named else frame.rename_axis(None)
 
 
 def table_resource_kwargs(value: Any, description: ValueDescription) -> dict[str, Any]:
-    index = _index_field(value)
-    return {**hdf5_resource_kwargs(value, description), "dataset": "/table", "index": index}
+    return {
+        **hdf5_resource_kwargs(value, description),
+        "dataset": "/table",
+        "index": _index_field(value),
+        "index_named": value.index.name is not None,
+    }
 
 
 TABLE_PAIR = WriterHandlerPair(
