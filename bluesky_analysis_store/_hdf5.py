@@ -11,7 +11,7 @@ import numpy as np
 from ._errors import UnsupportedValueError
 from ._files import ClosingContext, ReadingHandle, frames_per_chunk, fsync_path
 from ._pairs import WriterHandlerPair
-from ._values import ValueDescription, describe_array
+from ._values import ValueDescription, describe_numeric
 
 COMPRESSIONS = (None, "gzip", "lzf")
 
@@ -121,13 +121,6 @@ class HDF5Handler(ReadingHandle):
             self._file = None
 
 
-def describe_hdf5_value(value: Any) -> ValueDescription:
-    """Any numeric or bool array or scalar; HDF5 holds them all."""
-    if isinstance(value, bool | int | float | complex):
-        value = np.asarray(value)
-    return describe_array(value)
-
-
 def hdf5_resource_kwargs(value: Any, description: ValueDescription) -> dict[str, Any]:
     frame_nbytes = description.numpy_dtype.itemsize * math.prod(description.shape)
     return {
@@ -143,6 +136,6 @@ HDF5_PAIR = WriterHandlerPair(
     writer=HDF5Writer,
     handler=HDF5Handler,
     suffix=".h5",
-    describe=describe_hdf5_value,
+    describe=describe_numeric,
     resource_kwargs=hdf5_resource_kwargs,
 )

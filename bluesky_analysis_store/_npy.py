@@ -15,7 +15,7 @@ from numpy.lib import format as npy_format
 from ._errors import UnsupportedValueError
 from ._files import ClosingContext, ReadingHandle
 from ._pairs import WriterHandlerPair
-from ._values import ValueDescription, describe_array
+from ._values import ValueDescription, describe_numeric
 
 _MAGIC = npy_format.magic(1, 0)
 _LARGEST_COUNT = 2**63 - 1
@@ -100,12 +100,6 @@ class NPYHandler(ReadingHandle):
         self._stack = None
 
 
-def describe_npy_value(value: Any) -> ValueDescription:
-    if isinstance(value, bool | int | float | complex):
-        value = np.asarray(value)
-    return describe_array(value)
-
-
 def npy_resource_kwargs(value: Any, description: ValueDescription) -> dict[str, Any]:
     return {}
 
@@ -116,6 +110,6 @@ NPY_PAIR = WriterHandlerPair(
     writer=NPYWriter,
     handler=NPYHandler,
     suffix=".npy",
-    describe=describe_npy_value,
+    describe=describe_numeric,
     resource_kwargs=npy_resource_kwargs,
 )

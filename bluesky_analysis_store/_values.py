@@ -91,6 +91,13 @@ _KIND_NAMES = {
 }
 
 
+def describe_numeric(value: Any) -> ValueDescription:
+    """Any numeric or bool array, numpy scalar or Python number (HDF5 and NPY hold them all)."""
+    if isinstance(value, bool | int | float | complex):
+        value = np.asarray(value)
+    return describe_array(value)
+
+
 def describe_inline(value: Any) -> ValueDescription:
     """Describe a value that travels inside the event document itself.
 

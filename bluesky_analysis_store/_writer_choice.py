@@ -9,7 +9,7 @@ from typing import Any
 
 from ._errors import AnalysisInputError
 from ._pairs import PairRegistry, WriterHandlerPair
-from ._values import ValueDescription
+from ._values import ValueDescription, describe_numeric
 
 #: Keys of a DBEP 6 ``writers_dict`` entry (``mimetype`` is our addition for tiled).
 DBEP6_ENTRY_KEYS = frozenset({"writer", "resource", "root", "spec", "mimetype"})
@@ -32,12 +32,11 @@ class KeyWriter:
 
 def describe_any_value(value: Any) -> ValueDescription:
     """Describe a value for a writer we know nothing about: a DataFrame or a numeric array."""
-    from ._hdf5 import describe_hdf5_value
     from ._table import describe_table_value
 
     if type(value).__name__ == "DataFrame":
         return describe_table_value(value)
-    return describe_hdf5_value(value)
+    return describe_numeric(value)
 
 
 def _from_dbep6_entry(key: str, entry: Mapping[str, Any], registry: PairRegistry) -> KeyWriter:
