@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from types import TracebackType
 from typing import Self
@@ -47,6 +48,12 @@ class ReadingHandle(ClosingContext):
             self.close()
 
 
-def frames_per_chunk(frame_nbytes: int, target_bytes: int = 1 << 20) -> int:
-    """How many frames make a chunk of about ``target_bytes`` (at least one)."""
-    return max(1, target_bytes // max(1, frame_nbytes))
+def frames_per_chunk(
+    itemsize: int, frame_shape: tuple[int, ...], target_bytes: int = 1 << 20
+) -> int:
+    """How many frames make a chunk of about ``target_bytes`` (at least one).
+
+    A zero-length axis is counted as one, as it is in the chunk shape itself.
+    """
+    chunk_frame_bytes = itemsize * math.prod(max(1, n) for n in frame_shape)
+    return max(1, target_bytes // chunk_frame_bytes)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import h5py
@@ -53,7 +52,7 @@ class HDF5Writer(ClosingContext):
 
     def _create_dataset(self, frame: np.ndarray) -> h5py.Dataset:
         assert self._file is not None
-        per_chunk = self._frames_per_chunk or frames_per_chunk(frame.nbytes)
+        per_chunk = self._frames_per_chunk or frames_per_chunk(frame.itemsize, frame.shape)
         # A zero-length axis cannot be chunked at 0 and may not exceed a fixed maxshape of 0.
         chunks = (per_chunk, *(max(1, n) for n in frame.shape))
         maxshape = (None, *(n if n else None for n in frame.shape))
@@ -122,10 +121,9 @@ class HDF5Handler(ReadingHandle):
 
 
 def hdf5_resource_kwargs(value: Any, description: ValueDescription) -> dict[str, Any]:
-    frame_nbytes = description.numpy_dtype.itemsize * math.prod(description.shape)
     return {
         "dataset": "/data",
-        "chunk_shape": [frames_per_chunk(frame_nbytes)],
+        "chunk_shape": [frames_per_chunk(description.numpy_dtype.itemsize, description.shape)],
         "compression": None,
     }
 
