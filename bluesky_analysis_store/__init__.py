@@ -36,6 +36,21 @@ _EXPORTS = {
     "records_to_dataframe": "._table",
     "analysis_tiled_writer": "._tiled_writer",
     "register_tiled_consolidators": "._tiled_writer",
+    "Provenance": "._provenance",
+    "CodeProvenance": "._provenance",
+    "EnvironmentProvenance": "._provenance",
+    "ParentRun": "._provenance",
+    "InputFile": "._provenance",
+    "lineage_hash": "._provenance",
+    "capture_provenance": "._capture",
+    "capture_code": "._capture",
+    "capture_environment": "._capture",
+    "describe_input_file": "._capture",
+    "describe_parent": "._capture",
+    "ProvenancePolicy": "._policy",
+    "MetadataPacket": "._samples",
+    "new_sample_uuid": "._samples",
+    "ProvenanceError": "._errors",
     "AnalysisStoreError": "._errors",
     "AnalysisInputError": "._errors",
     "UnsafePathError": "._errors",
@@ -62,11 +77,19 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from ._capture import (
+        capture_code,
+        capture_environment,
+        capture_provenance,
+        describe_input_file,
+        describe_parent,
+    )
     from ._compose import ComposedRun, compose_analysis_run, default_registry
     from ._errors import (
         AnalysisInputError,
         AnalysisStoreError,
         DuplicateSpecError,
+        ProvenanceError,
         UnknownSpecError,
         UnsafePathError,
         UnsupportedValueError,
@@ -74,7 +97,17 @@ if TYPE_CHECKING:
     from ._hdf5 import HDF5_PAIR, HDF5Handler, HDF5Writer
     from ._npy import NPY_PAIR, NPYHandler, NPYWriter
     from ._pairs import PAIRS_ENTRY_POINT_GROUP, PairRegistry, WriterHandlerPair
+    from ._policy import ProvenancePolicy
     from ._protocols import Handler, Writer
+    from ._provenance import (
+        CodeProvenance,
+        EnvironmentProvenance,
+        InputFile,
+        ParentRun,
+        Provenance,
+        lineage_hash,
+    )
+    from ._samples import MetadataPacket, new_sample_uuid
     from ._table import TABLE_PAIR, TableHandler, TableWriter, records_to_dataframe
     from ._tiff import TIFF_PAIR, TIFFHandler, TIFFWriter
     from ._tiled_writer import analysis_tiled_writer, register_tiled_consolidators

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,11 @@ from event_model.documents.stream_datum import StreamRange
 from ._errors import AnalysisInputError, AnalysisStoreError, UnsafePathError
 from ._pairs import PairRegistry
 from ._paths import check_name, contained_path
+from ._policy import ProvenancePolicy, enforce_provenance
+from ._provenance import Provenance, canonical_json
+from ._samples import MetadataPacket
 from ._staging import StagedFiles
+from ._start_metadata import start_metadata
 from ._values import ValueDescription, describe_inline, to_json_value
 from ._writer_choice import KeyWriter, normalize_writers
 
@@ -26,8 +29,6 @@ AssetForm = Literal["stream_resource", "resource"]
 
 #: Keys TiledWriter reserves for its own table columns.
 RESERVED_KEYS = frozenset({"time", "seq_num"})
-#: Start-document keys that compose_analysis_run sets itself.
-RESERVED_MD_KEYS = frozenset({"uid", "time"})
 #: Arrays larger than this many elements go to a file by default (TiledWriter's own cut-off).
 INLINE_ARRAY_LIMIT = 16
 
@@ -76,26 +77,6 @@ class _KeyPlan:
 def _where(n: int | None, stream: str, key: str | None = None) -> str:
     head = "data_dicts" if n is None else f"data_dicts[{n}]"
     return f"{head}[{stream!r}]" + ("" if key is None else f"[{key!r}]")
-
-
-def _check_md(md: Any) -> dict[str, Any]:
-    if not isinstance(md, Mapping):
-        raise AnalysisInputError(f"md must be a mapping for the start document; got {md!r}")
-    reserved = RESERVED_MD_KEYS & set(md)
-    if reserved:
-        raise AnalysisInputError(
-            f"md sets {sorted(reserved)}, which compose_analysis_run sets itself; "
-            "pass uid=... to choose the run's uid and leave 'time' out"
-        )
-    for key, value in md.items():
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as error:
-            raise AnalysisInputError(
-                f"md[{key!r}] = {value!r:.80} is not JSON-serializable ({error}); the start "
-                "document accepts str, int, float (finite), bool, None, lists and dicts of those"
-            ) from None
-    return copy.deepcopy(dict(md))
 
 
 def _streams(data_dicts: Any) -> dict[str, list[tuple[int, Mapping[str, Any]]]]:
@@ -221,6 +202,7 @@ def _write_files(
     plans: list[_KeyPlan],
     streams: dict[str, list[tuple[int, Mapping[str, Any]]]],
     staged: StagedFiles,
+    attributes: Mapping[str, str],
 ) -> None:
     for plan in plans:
         if plan.writer is None or plan.path is None:
@@ -241,6 +223,8 @@ def _write_files(
                         f"{_where(n, plan.stream, plan.key)}: writer "
                         f"{plan.writer.pair.spec!r} refused the value: {error}"
                     ) from error
+        if plan.writer.pair.annotate is not None:
+            plan.writer.pair.annotate(str(temporary), attributes)
 
 
 def _data_key(plan: _KeyPlan, asset_form: AssetForm) -> dict[str, Any]:
@@ -325,6 +309,9 @@ def compose_analysis_run(
     registry: PairRegistry | None = None,
     asset_form: AssetForm = "stream_resource",
     uid: str | None = None,
+    provenance: Provenance | Mapping[str, Any] | None = None,
+    policy: ProvenancePolicy | None = None,
+    packet: MetadataPacket | None = None,
 ) -> ComposedRun:
     """Write an analysis run's files and compose its event-model documents (DBEP 6).
 
@@ -361,6 +348,17 @@ def compose_analysis_run(
         databroker v1 readers). The files are the same.
     uid : str, optional
         The run's uid (default: a new UUID4).
+    provenance : Provenance or mapping
+        Required: what produced the run (see :func:`capture_provenance`). It goes into the start
+        document under ``provenance``, with copies people query by: ``analysis_name``,
+        ``analysis_version``, ``parent_uids`` and ``lineage_hash``. HDF5 files also carry it
+        (and the run uid) as root attributes.
+    policy : ProvenancePolicy, optional
+        What the provenance must satisfy (default: :class:`ProvenancePolicy`'s defaults); it is
+        recorded in the start document as ``provenance_policy``.
+    packet : MetadataPacket, optional
+        Sample and system metadata merged into the start document; its transient keys are
+        cleared once the run is composed.
 
     Returns
     -------
@@ -372,6 +370,8 @@ def compose_analysis_run(
     ------
     AnalysisInputError
         Bad ``data_dicts``, ``md`` or ``writers``, naming the entry, stream and key.
+    ProvenanceError
+        Missing or malformed provenance, or provenance the policy does not accept.
     UnsafePathError
         A resource path that would leave its root.
     UnknownSpecError
@@ -382,7 +382,9 @@ def compose_analysis_run(
             f"asset_form={asset_form!r}; accepted: 'stream_resource' or 'resource'"
         )
     registry = registry if registry is not None else default_registry()
-    metadata = _check_md(md)
+    policy = policy if policy is not None else ProvenancePolicy()
+    checked_provenance = enforce_provenance(provenance, policy)
+    metadata = start_metadata(md, checked_provenance, policy, packet)
     streams = _streams(data_dicts)
     key_writers = normalize_writers(writers, registry)
     all_keys = {key for entries in streams.values() for key in entries[0][1]}
@@ -405,7 +407,11 @@ def compose_analysis_run(
 
     now = time.time()
     with StagedFiles() as staged:
-        _write_files(flat_plans, streams, staged)
+        attributes = {
+            "bluesky_analysis_store.run_uid": start["uid"],
+            "bluesky_analysis_store.provenance": canonical_json(start["provenance"]),
+        }
+        _write_files(flat_plans, streams, staged, attributes)
         documents: list[tuple[str, dict[str, Any]]] = [("start", start)]
         for stream, entries in streams.items():
             documents.extend(
@@ -416,6 +422,8 @@ def compose_analysis_run(
         for name, doc in documents:
             schema_validators[DocumentNames[name]].validate(doc)
         files = staged.publish()
+    if packet is not None:
+        packet.reset()
     return ComposedRun(uid=start["uid"], documents=tuple(documents), files=tuple(files))
 
 

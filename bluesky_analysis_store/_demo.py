@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._capture import capture_provenance
 from ._compose import ComposedRun, compose_analysis_run
+from ._samples import MetadataPacket
 
 
 def example_data_dicts(points: int = 20, seed: int = 0) -> list[dict[str, dict[str, Any]]]:
@@ -52,11 +54,25 @@ def run_demo(directory: Path | None = None) -> tuple[ComposedRun, Path]:
     if directory is None:
         directory = Path.cwd() / time.strftime("bas-demo-%Y%m%d-%H%M%S")
     directory.mkdir(parents=True, exist_ok=True)
+    # The "raw data" the reduction reads: a file whose checksum the provenance records.
+    raw = directory / "raw_scan.csv"
+    energy = np.linspace(8950.0, 9050.0, 20)
+    raw.write_text("energy\n" + "\n".join(f"{e:.3f}" for e in energy) + "\n")
+    packet = MetadataPacket(profile="bas-demo")
+    packet.set_sample("Cu foil", sample_composition="Cu")
+    provenance = capture_provenance(
+        example_data_dicts,
+        name="xas_reduction",
+        inputs=[raw],
+        parameters={"points": 20, "grid": [8960.0, 9040.0, 161]},
+    )
     run = compose_analysis_run(
         example_data_dicts(),
-        {"analysis": "xas_reduction", "analysis_version": "1.0", "sample_name": "Cu foil"},
+        {"beamline": "demo"},
         root=directory,
         writers={"roi_image": "BAS_HDF5", "interpolated": "BAS_TABLE_HDF5"},
+        provenance=provenance,
+        packet=packet,
     )
     return run, directory
 
@@ -67,9 +83,21 @@ def summarize(run: ComposedRun, directory: Path) -> str:
     streams = {
         doc["name"]: sorted(doc["data_keys"]) for name, doc in run.documents if name == "descriptor"
     }
+    start = run.documents[0][1]
+    code = start["provenance"]["code"]
+    commit = (
+        f" @ {code['commit'][:12]}{' (dirty)' if code['dirty'] else ''}" if code["commit"] else ""
+    )
     lines = [
         f"analysis run {run.uid}",
         f"  root:      {directory}",
+        f"  analysis:  {start['analysis_name']} {start['analysis_version']}{commit}",
+        f"  lineage:   {start['lineage_hash']}",
+        f"  sample:    {start['sample_name']} ({start['sample_uuid']})",
+        "  inputs:    "
+        + ", ".join(
+            f"{i['path']} sha256 {i['sha256'][:12]}…" for i in start["provenance"]["inputs"]
+        ),
         "  documents: " + ", ".join(f"{n} {name}" for name, n in counts.items()),
         "  (every document passed event_model.schema_validators)",
     ]

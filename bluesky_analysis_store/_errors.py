@@ -29,3 +29,10 @@ class DuplicateSpecError(AnalysisStoreError, ValueError):
 
 class UnsupportedValueError(AnalysisStoreError, TypeError):
     """A writer was given a value its file format cannot hold."""
+
+
+class ProvenanceError(AnalysisStoreError, ValueError):
+    """Provenance is missing, malformed, or does not satisfy the policy.
+
+    Raised before anything is written.
+    """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import h5py
@@ -128,6 +129,14 @@ def hdf5_resource_kwargs(value: Any, description: ValueDescription) -> dict[str,
     }
 
 
+def annotate_hdf5(path: str, attributes: Mapping[str, str]) -> None:
+    """Store ``attributes`` on the file's root group (self-describing files)."""
+    with h5py.File(path, "r+") as f:
+        for key, value in attributes.items():
+            f.attrs[key] = value
+    fsync_path(path)
+
+
 HDF5_PAIR = WriterHandlerPair(
     spec="BAS_HDF5",
     mimetype="application/x-hdf5",
@@ -136,4 +145,5 @@ HDF5_PAIR = WriterHandlerPair(
     suffix=".h5",
     describe=describe_numeric,
     resource_kwargs=hdf5_resource_kwargs,
+    annotate=annotate_hdf5,
 )

@@ -37,6 +37,10 @@ class WriterHandlerPair:
     resource_kwargs : callable
         ``resource_kwargs(first_value, description) -> dict``: the resource kwargs for a key whose
         values all share ``description``. Writer and handler are both constructed from them.
+    annotate : callable, optional
+        ``annotate(path, attributes)`` stores string attributes (the run uid and the provenance
+        JSON) inside a closed file, so a file found without its catalog still says where it
+        came from. None for formats with no place for them.
     """
 
     spec: str
@@ -46,6 +50,7 @@ class WriterHandlerPair:
     suffix: str
     describe: Callable[[Any], ValueDescription]
     resource_kwargs: Callable[[Any, ValueDescription], dict[str, Any]]
+    annotate: Callable[[str, Mapping[str, str]], None] | None = None
 
 
 class PairRegistry(Mapping[str, WriterHandlerPair]):

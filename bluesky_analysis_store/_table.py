@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ._errors import UnsupportedValueError
-from ._hdf5 import HDF5Handler, HDF5Writer, hdf5_resource_kwargs
+from ._hdf5 import HDF5Handler, HDF5Writer, annotate_hdf5, hdf5_resource_kwargs
 from ._pairs import WriterHandlerPair
 from ._values import NUMERIC_KINDS, ValueDescription
 
@@ -184,4 +184,5 @@ TABLE_PAIR = WriterHandlerPair(
     suffix=".h5",
     describe=describe_table_value,
     resource_kwargs=table_resource_kwargs,
+    annotate=annotate_hdf5,
 )

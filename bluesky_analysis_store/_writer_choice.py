@@ -72,6 +72,7 @@ def _from_dbep6_entry(key: str, entry: Mapping[str, Any], registry: PairRegistry
         suffix=base.suffix,
         describe=base.describe,
         resource_kwargs=base.resource_kwargs,
+        annotate=base.annotate if writer is base.writer else None,
     )
     resource = entry.get("resource") or {}
     if not isinstance(resource, Mapping) or set(resource) - {"func", "kwargs"}:

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import compose
 
 from bluesky_analysis_store import (
     AnalysisInputError,
     UnknownSpecError,
     UnsafePathError,
-    compose_analysis_run,
 )
 
 
@@ -188,7 +188,7 @@ def test_bad_input_is_refused_and_nothing_is_written(root, case, asset_form):
     data_dicts, md, kwargs, error, message = BAD_CASES[case]
     before = _tree(root)
     with pytest.raises(error, match=message):
-        compose_analysis_run(data_dicts, md, root=root, asset_form=asset_form, **kwargs)
+        compose(data_dicts, md, root=root, asset_form=asset_form, **kwargs)
     assert _tree(root) == before
 
 
@@ -213,7 +213,7 @@ def test_resource_paths_must_stay_inside_the_root(root, attack):
         }
     }
     with pytest.raises(UnsafePathError, match=r"\['primary'\]\['image'\]: resource path"):
-        compose_analysis_run([_good(0)], {}, root=root, writers=writers)
+        compose([_good(0)], {}, root=root, writers=writers)
     assert _tree(root.parent) == before
 
 
@@ -232,7 +232,7 @@ def test_symlink_out_of_the_root_is_refused(root, tmp_path):
     with pytest.raises(
         UnsafePathError, match=r"resolves to .*outside/escape.npy.*outside the root"
     ):
-        compose_analysis_run([_good(0)], {}, root=root, writers=writers)
+        compose([_good(0)], {}, root=root, writers=writers)
     assert _tree(tmp_path) == before
 
 
@@ -246,13 +246,13 @@ def test_existing_file_is_never_overwritten(root):
     }
     before = _tree(root)
     with pytest.raises(AnalysisInputError, match=r"existing.txt' already exists"):
-        compose_analysis_run([_good(0)], {}, root=root, writers=writers)
+        compose([_good(0)], {}, root=root, writers=writers)
     assert _tree(root) == before
 
 
 def test_written_key_without_root_is_refused():
     with pytest.raises(AnalysisInputError, match=r"\['image'\] is written to a file but no root"):
-        compose_analysis_run([_good(0)], {}, writers={"image": "BAS_HDF5"})
+        compose([_good(0)], {}, writers={"image": "BAS_HDF5"})
 
 
 def test_failure_while_writing_removes_every_file_already_written(root):
@@ -279,5 +279,5 @@ def test_failure_while_writing_removes_every_file_already_written(root):
     writers = {"image": "BAS_HDF5", "z": {"writer": FailingWriter, "spec": "BAS_NPY"}}
     before = _tree(root)
     with pytest.raises(AnalysisInputError, match=r"\['z'\]: writer 'BAS_NPY' refused the value"):
-        compose_analysis_run(data, {}, root=root, writers=writers)
+        compose(data, {}, root=root, writers=writers)
     assert _tree(root) == before

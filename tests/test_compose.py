@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from event_model import DocumentNames, schema_validators
+from helpers import compose
 
-from bluesky_analysis_store import NPYWriter, compose_analysis_run
+from bluesky_analysis_store import NPYWriter
 from bluesky_analysis_store._demo import example_data_dicts
 
 FORMS = ["stream_resource", "resource"]
@@ -23,7 +24,7 @@ def _by_name(run):
 
 @pytest.mark.parametrize("asset_form", FORMS)
 def test_documents_are_valid_and_ordered(tmp_path, asset_form):
-    run = compose_analysis_run(
+    run = compose(
         example_data_dicts(points=6), {"analysis": "t"}, root=tmp_path, asset_form=asset_form
     )
     names = [name for name, _ in run]
@@ -41,7 +42,7 @@ def test_documents_are_valid_and_ordered(tmp_path, asset_form):
 @pytest.mark.parametrize("asset_form", FORMS)
 def test_one_resource_per_stream_and_key_and_index_like_datums(tmp_path, asset_form):
     data = example_data_dicts(points=7)
-    run = compose_analysis_run(data, {}, root=tmp_path, asset_form=asset_form)
+    run = compose(data, {}, root=tmp_path, asset_form=asset_form)
     docs = _by_name(run)
     resources = docs[asset_form]
     assert len(resources) == 2 == len(run.files)  # roi_image and the interpolated table
@@ -61,7 +62,7 @@ def test_one_resource_per_stream_and_key_and_index_like_datums(tmp_path, asset_f
 
 
 def test_data_keys_are_inferred(tmp_path):
-    run = compose_analysis_run(example_data_dicts(points=3), {}, root=tmp_path)
+    run = compose(example_data_dicts(points=3), {}, root=tmp_path)
     keys = {d["name"]: d["data_keys"] for d in _by_name(run)["descriptor"]}
     image = keys["primary"]["roi_image"]
     assert image["dtype"] == "array"
@@ -82,7 +83,7 @@ def test_data_keys_are_inferred(tmp_path):
 
 def test_sequence_numbers_have_no_gaps_when_a_stream_skips_entries(tmp_path):
     data = [{"a": {"x": 1.0}, **({"b": {"y": i}} if i % 3 == 0 else {})} for i in range(10)]
-    run = compose_analysis_run(data, {}, root=tmp_path)
+    run = compose(data, {}, root=tmp_path)
     docs = _by_name(run)
     stream_of = {d["uid"]: d["name"] for d in docs["descriptor"]}
     seq = defaultdict(list)
@@ -105,13 +106,13 @@ def test_inputs_are_not_mutated(tmp_path):
     for asset_form in FORMS:
         root = tmp_path / asset_form
         root.mkdir()
-        compose_analysis_run(data, md, root=root, writers=writers, asset_form=asset_form)
+        compose(data, md, root=root, writers=writers, asset_form=asset_form)
     assert pickle.dumps((data, md, writers)) == before
 
 
 def test_inline_values_travel_in_the_events(tmp_path):
     data = [{"primary": {"n": i, "ok": i % 2 == 0, "v": np.arange(3) * i}} for i in range(3)]
-    run = compose_analysis_run(data, {}, root=tmp_path)
+    run = compose(data, {}, root=tmp_path)
     events = _by_name(run)["event"]
     assert [e["data"] for e in events] == [
         {"n": 0, "ok": True, "v": [0, 0, 0]},
@@ -125,7 +126,7 @@ def test_inline_values_travel_in_the_events(tmp_path):
 def test_big_arrays_complex_values_and_dataframes_go_to_files_by_default(tmp_path):
     frame = pd.DataFrame({"q": [1.0, 2.0]})
     data = [{"s": {"big": np.zeros(17), "z": np.complex128(1j), "t": frame, "small": np.zeros(16)}}]
-    run = compose_analysis_run(data, {}, root=tmp_path)
+    run = compose(data, {}, root=tmp_path)
     resources = {d["data_key"]: d for d in _by_name(run)["stream_resource"]}
     assert resources["big"]["parameters"]["spec"] == "BAS_HDF5"
     assert resources["z"]["parameters"]["spec"] == "BAS_HDF5"
@@ -151,7 +152,7 @@ def test_dbep6_writers_dict_entry(tmp_path):
         }
     }
     data = [{"primary": {"frame": np.full((3, 3), i, dtype="i2")}} for i in range(4)]
-    run = compose_analysis_run(data, {}, root=tmp_path, writers=writers, asset_form="resource")
+    run = compose(data, {}, root=tmp_path, writers=writers, asset_form="resource")
     (resource,) = _by_name(run)["resource"]
     assert calls == [(run.uid, "primary", "frame")]
     assert resource["spec"] == "BAS_NPY"
@@ -164,7 +165,7 @@ def test_dbep6_writers_dict_entry(tmp_path):
 
 
 def test_uid_can_be_chosen_and_documents_replay_as_copies(tmp_path):
-    run = compose_analysis_run([{"p": {"x": 1}}], {}, root=tmp_path, uid="my-uid-1")
+    run = compose([{"p": {"x": 1}}], {}, root=tmp_path, uid="my-uid-1")
     assert run.uid == "my-uid-1"
     first = list(run)
     first[0][1]["uid"] = "changed"

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from event_model import Filler
+from helpers import compose
 
 from bluesky_analysis_store import (
     analysis_tiled_writer,
-    compose_analysis_run,
     records_to_dataframe,
     register_tiled_consolidators,
 )
@@ -52,7 +52,7 @@ def _assert_bit_exact(actual, expected):
 def test_tiled_writer_round_trip(tiled_catalog, asset_form):
     data = _mixed_data()
     runs = tiled_catalog.new_runs_container()
-    run = compose_analysis_run(
+    run = compose(
         data,
         {"analysis": "rt"},
         root=tiled_catalog.new_root(),
@@ -96,7 +96,7 @@ def test_bare_tiled_writer_after_registering_consolidators(tiled_catalog):
     register_tiled_consolidators()  # idempotent
     data = _mixed_data(points=3)
     runs = tiled_catalog.new_runs_container()
-    run = compose_analysis_run(data, {}, root=tiled_catalog.new_root(), writers=WRITERS)
+    run = compose(data, {}, root=tiled_catalog.new_root(), writers=WRITERS)
     writer = TiledWriter(runs, spec_to_mimetype=default_registry().spec_to_mimetype())
     for name, doc in run:
         writer(name, doc)
@@ -109,7 +109,7 @@ def test_bare_tiled_writer_after_registering_consolidators(tiled_catalog):
 def test_filler_with_handlers_from_databroker_entry_points(tmp_path):
     handlers = {ep.name: ep.load() for ep in entry_points(group="databroker.handlers")}
     data = _mixed_data(points=4)
-    run = compose_analysis_run(data, {}, root=tmp_path, writers=WRITERS, asset_form="resource")
+    run = compose(data, {}, root=tmp_path, writers=WRITERS, asset_form="resource")
     filled_events = []
     with Filler(handlers, inplace=False) as filler:
         for name, doc in run:

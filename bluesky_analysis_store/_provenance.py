@@ -1,0 +1,135 @@
+"""The provenance model: the single source of truth for what an analysis run records about itself.
+
+Its JSON Schema is generated into ``schemas/provenance.json`` (``python -m
+bluesky_analysis_store._provenance``); a test fails when the two drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+
+UID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "provenance.json"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CodeProvenance(_Strict):
+    """The code that produced the run."""
+
+    name: str = Field(min_length=1, description="Analysis name, e.g. 'xas_reduction'.")
+    version: str | None = Field(None, description="Analysis or package version.")
+    module: str | None = Field(None, description="Module that defines the analysis.")
+    qualname: str | None = Field(None, description="Qualified name of the function or class.")
+    commit: str | None = Field(None, description="Git commit of the checkout holding the code.")
+    dirty: bool | None = Field(None, description="True when that checkout had local changes.")
+    url: str | None = Field(None, description="Repository or documentation URL.")
+
+
+class EnvironmentProvenance(_Strict):
+    """Where the code ran; not part of the lineage (the same analysis elsewhere is the same)."""
+
+    python: str
+    platform: str
+    host: str
+    user: str
+    packages: dict[str, str] = Field(default_factory=dict, description="Key package versions.")
+
+
+class ParentRun(_Strict):
+    """A run the analysis read."""
+
+    uid: str = Field(pattern=UID_PATTERN, description="The parent run's start uid.")
+    catalog: str | None = Field(None, description="Where the parent lives (URI or name).")
+    lineage_hash: str | None = Field(
+        None, pattern=SHA256_PATTERN, description="The parent's lineage hash, if an analysis run."
+    )
+
+
+class InputFile(_Strict):
+    """A file the analysis read, with the checksum it had."""
+
+    path: str = Field(min_length=1)
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=SHA256_PATTERN)
+    mtime: float
+
+
+class Provenance(_Strict):
+    """What produced an analysis run: code, environment, parents, input files, parameters, time.
+
+    Build it with :func:`~bluesky_analysis_store.capture_provenance`, which fills what it can
+    find by itself.
+    """
+
+    schema_version: Literal[1] = 1
+    code: CodeProvenance
+    environment: EnvironmentProvenance | None = None
+    parents: tuple[ParentRun, ...] = ()
+    inputs: tuple[InputFile, ...] = ()
+    parameters: dict[str, JsonValue] = Field(
+        default_factory=dict, description="The analysis' configuration (JSON-safe)."
+    )
+    created: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def parent_uids(self) -> list[str]:
+        return [parent.uid for parent in self.parents]
+
+    def lineage_hash(self) -> str:
+        """See :func:`lineage_hash`."""
+        return lineage_hash(self)
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys, no whitespace and no NaN: equal values give equal text everywhere."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
+
+
+def lineage_hash(provenance: Provenance) -> str:
+    """The identity of "this analysis, this version, these parameters, these parents".
+
+    SHA-256 of the canonical JSON of the analysis name and version, the parameters, and the set
+    of parents (each parent's uid and, when the parent is itself an analysis run, its own lineage
+    hash). Host, user, time, environment, input-file paths and the commit are not part of it:
+    they say where and when, not what. Parents are a set (sorted): encode roles such as
+    "background" in the parameters.
+    """
+    parents = sorted(
+        ({"uid": p.uid, "lineage_hash": p.lineage_hash} for p in provenance.parents),
+        key=canonical_json,
+    )
+    identity = {
+        "analysis": provenance.code.name,
+        "version": provenance.code.version,
+        "parameters": provenance.parameters,
+        "parents": parents,
+    }
+    return hashlib.sha256(canonical_json(identity).encode("ascii")).hexdigest()
+
+
+def provenance_json_schema() -> dict[str, Any]:
+    """The JSON Schema of :class:`Provenance`, as committed in ``schemas/provenance.json``."""
+    return Provenance.model_json_schema(mode="validation")
+
+
+def write_json_schema(path: Path = SCHEMA_PATH) -> None:
+    """Regenerate the committed schema file from the model."""
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(provenance_json_schema(), indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    write_json_schema()
+    print(f"wrote {SCHEMA_PATH}")

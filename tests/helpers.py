@@ -1,0 +1,29 @@
+"""Small shared helpers for the tests (importable: pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bluesky_analysis_store import ComposedRun, Provenance, capture_provenance, compose_analysis_run
+
+PARENT_UID = "0f3c5a8e-9b1d-4c2e-8a7f-1d2e3f4a5b6c"
+
+
+def reduce_spectrum(data: Any) -> Any:
+    """Stand-in analysis function whose provenance the tests capture."""
+    return data
+
+
+reduce_spectrum.version = "1.0"  # type: ignore[attr-defined]
+
+
+def make_provenance(**kwargs: Any) -> Provenance:
+    """Provenance of ``reduce_spectrum`` with one raw parent (satisfies the default policy)."""
+    kwargs.setdefault("parents", [PARENT_UID])
+    return capture_provenance(reduce_spectrum, **kwargs)
+
+
+def compose(*args: Any, **kwargs: Any) -> ComposedRun:
+    """``compose_analysis_run`` with valid provenance unless the test gives its own."""
+    kwargs.setdefault("provenance", make_provenance())
+    return compose_analysis_run(*args, **kwargs)
