@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import inspect
@@ -16,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from pydantic import ValidationError
 
 from ._errors import ProvenanceError
 from ._provenance import (
@@ -70,14 +73,21 @@ def _git(directory: Path, *args: str) -> str | None:
 
 
 def git_state(path: str | os.PathLike[str]) -> tuple[str | None, bool | None]:
-    """``(commit, dirty)`` of the git checkout holding ``path``, or ``(None, None)`` outside one.
+    """``(commit, dirty)`` of the git checkout holding ``path``, or ``(None, None)``.
 
-    Dirty means tracked files differ from the commit (untracked files do not count).
+    ``(None, None)`` also when the checkout does not track ``path`` (untracked or ignored, such as
+    a virtual environment inside a project): no commit holds that code. Dirty means tracked files
+    differ from the commit (untracked files elsewhere in the checkout do not count).
     """
-    directory = Path(path).resolve()
-    directory = directory if directory.is_dir() else directory.parent
+    resolved = Path(path).resolve()
+    directory = resolved if resolved.is_dir() else resolved.parent
     commit = _git(directory, "rev-parse", "HEAD")
     if commit is None:
+        return None, None
+    if (
+        not resolved.is_dir()
+        and _git(directory, "ls-files", "--error-unmatch", resolved.name) is None
+    ):
         return None, None
     status = _git(directory, "status", "--porcelain", "--untracked-files=no")
     return commit, bool(status)
@@ -85,6 +95,10 @@ def git_state(path: str | os.PathLike[str]) -> tuple[str | None, bool | None]:
 
 def _distribution(module_name: str) -> str | None:
     top = module_name.partition(".")[0]
+    try:  # the common case, a distribution named like its package, without a full scan
+        return metadata.distribution(top).metadata["Name"]
+    except metadata.PackageNotFoundError:
+        pass
     names = metadata.packages_distributions().get(top)
     return names[0] if names else None
 
@@ -117,14 +131,15 @@ def capture_code(
         target = type(analysis)
     module_name = target.__name__ if isinstance(target, ModuleType) else target.__module__
     module = sys.modules.get(module_name)
-    distribution = _distribution(module_name)
+    # Looked up only when needed: an unusual module name costs a scan of every distribution.
+    distribution = functools.cache(lambda: _distribution(module_name))
     name = name or getattr(analysis, "name", None) or getattr(target, "__name__", None)
     version = (
         version
         or getattr(analysis, "version", None)
         or getattr(analysis, "__version__", None)
         or getattr(module, "__version__", None)
-        or (metadata.version(distribution) if distribution else None)
+        or (metadata.version(dist) if (dist := distribution()) else None)
     )
     try:
         source = inspect.getsourcefile(target)
@@ -138,7 +153,7 @@ def capture_code(
         qualname=None if isinstance(target, ModuleType) else target.__qualname__,
         commit=commit,
         dirty=dirty,
-        url=getattr(analysis, "url", None) or _project_url(distribution),
+        url=getattr(analysis, "url", None) or _project_url(distribution()),
     )
 
 
@@ -185,7 +200,10 @@ def describe_parent(parent: Any, catalog: str | None = None) -> ParentRun:
             f"parent uid {uid!r} does not look like a run uid; expected a UUID such as "
             "'0f3c5a8e-9b1d-4c2e-8a7f-1d2e3f4a5b6c'"
         )
-    return ParentRun(uid=uid, catalog=catalog, lineage_hash=start.get("lineage_hash"))
+    try:
+        return ParentRun(uid=uid, catalog=catalog, lineage_hash=start.get("lineage_hash"))
+    except ValidationError as error:
+        raise ProvenanceError(f"parent {uid!r}: {error.errors()[0]['msg']}") from None
 
 
 def capture_provenance(

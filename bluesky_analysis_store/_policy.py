@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -116,6 +117,21 @@ def _input_file_problems(provenance: Provenance) -> list[str]:
     return problems
 
 
+def _check_parameters_are_json(value: Any, where: str = "parameters") -> None:
+    """Refuse NaN and infinity anywhere in the parameters (JSON cannot carry them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ProvenanceError(
+            f"provenance {where} = {value!r} is not finite; JSON (and so the lineage hash) "
+            "cannot carry NaN or infinity: record it as null or a string"
+        )
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_parameters_are_json(item, f"{where}[{key!r}]")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_parameters_are_json(item, f"{where}[{index}]")
+
+
 def enforce_provenance(provenance: Any, policy: ProvenancePolicy) -> Provenance:
     """Validate ``provenance`` (a :class:`Provenance` or its JSON form) against ``policy``.
 
@@ -142,6 +158,7 @@ def enforce_provenance(provenance: Any, policy: ProvenancePolicy) -> Provenance:
                 f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in error.errors()
             )
             raise ProvenanceError(f"provenance is malformed: {details}") from None
+    _check_parameters_are_json(provenance.parameters)
     problems = policy.problems(provenance)
     if problems:
         raise ProvenanceError("provenance does not satisfy the policy: " + "; ".join(problems))

@@ -100,21 +100,25 @@ def canonical_json(value: Any) -> str:
 def lineage_hash(provenance: Provenance) -> str:
     """The identity of "this analysis, this version, these parameters, these parents".
 
-    SHA-256 of the canonical JSON of the analysis name and version, the parameters, and the set
-    of parents (each parent's uid and, when the parent is itself an analysis run, its own lineage
-    hash). Host, user, time, environment, input-file paths and the commit are not part of it:
-    they say where and when, not what. Parents are a set (sorted): encode roles such as
+    SHA-256 of the canonical JSON of the analysis name and version, the parameters, the set of
+    parent runs (each parent's uid and, when the parent is itself an analysis run, its own lineage
+    hash) and the set of input files by content (SHA-256 and size: the same bytes under another
+    path are the same input, different bytes under the same path are not). Host, user, time,
+    environment, input-file paths and modification times, and the commit are not part of it:
+    they say where and when, not what. Parents and inputs are sets: encode roles such as
     "background" in the parameters.
     """
-    parents = sorted(
-        ({"uid": p.uid, "lineage_hash": p.lineage_hash} for p in provenance.parents),
-        key=canonical_json,
-    )
+    parents = {
+        canonical_json({"uid": p.uid.lower(), "lineage_hash": p.lineage_hash})
+        for p in provenance.parents
+    }
+    inputs = {canonical_json({"sha256": i.sha256, "size": i.size}) for i in provenance.inputs}
     identity = {
         "analysis": provenance.code.name,
         "version": provenance.code.version,
         "parameters": provenance.parameters,
-        "parents": parents,
+        "parents": sorted(parents),
+        "inputs": sorted(inputs),
     }
     return hashlib.sha256(canonical_json(identity).encode("ascii")).hexdigest()
 

@@ -15,6 +15,7 @@ def reduce_spectrum(data: Any) -> Any:
 
 
 reduce_spectrum.version = "1.0"  # type: ignore[attr-defined]
+reduce_spectrum.url = "https://example.org/reduce-spectrum"  # type: ignore[attr-defined]
 
 
 def make_provenance(**kwargs: Any) -> Provenance:
@@ -25,5 +26,6 @@ def make_provenance(**kwargs: Any) -> Provenance:
 
 def compose(*args: Any, **kwargs: Any) -> ComposedRun:
     """``compose_analysis_run`` with valid provenance unless the test gives its own."""
-    kwargs.setdefault("provenance", make_provenance())
+    if "provenance" not in kwargs:
+        kwargs["provenance"] = make_provenance()
     return compose_analysis_run(*args, **kwargs)
