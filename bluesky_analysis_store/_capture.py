@@ -114,6 +114,12 @@ def _project_url(distribution: str | None) -> str | None:
     return (meta.get_all("Home-page") or [None])[0]
 
 
+def _text_attribute(owner: Any, attribute: str) -> str | None:
+    """``owner.attribute`` when it is a plain string (not a property object on a class)."""
+    value = getattr(owner, attribute, None)
+    return value if isinstance(value, str) and value else None
+
+
 def capture_code(
     analysis: Any, *, name: str | None = None, version: str | None = None
 ) -> CodeProvenance:
@@ -133,12 +139,12 @@ def capture_code(
     module = sys.modules.get(module_name)
     # Looked up only when needed: an unusual module name costs a scan of every distribution.
     distribution = functools.cache(lambda: _distribution(module_name))
-    name = name or getattr(analysis, "name", None) or getattr(target, "__name__", None)
+    name = name or _text_attribute(analysis, "name") or getattr(target, "__name__", None)
     version = (
         version
-        or getattr(analysis, "version", None)
-        or getattr(analysis, "__version__", None)
-        or getattr(module, "__version__", None)
+        or _text_attribute(analysis, "version")
+        or _text_attribute(analysis, "__version__")
+        or _text_attribute(module, "__version__")
         or (metadata.version(dist) if (dist := distribution()) else None)
     )
     try:
@@ -153,7 +159,7 @@ def capture_code(
         qualname=None if isinstance(target, ModuleType) else target.__qualname__,
         commit=commit,
         dirty=dirty,
-        url=getattr(analysis, "url", None) or _project_url(distribution()),
+        url=_text_attribute(analysis, "url") or _project_url(distribution()),
     )
 
 
@@ -185,10 +191,10 @@ def describe_parent(parent: Any, catalog: str | None = None) -> ParentRun:
         return parent
     if isinstance(parent, str):
         start = {"uid": parent}
-    elif isinstance(parent, Mapping):
-        start = parent.get("start", parent)
-    elif hasattr(parent, "metadata"):
+    elif isinstance(getattr(parent, "metadata", None), Mapping):  # a tiled/databroker run
         start = parent.metadata.get("start")
+    elif isinstance(parent, Mapping):  # a start document, or {"start": ...}
+        start = parent.get("start", parent)
     if not start or "uid" not in start:
         raise TypeError(
             f"cannot find a run uid in {parent!r:.80}; give a uid string, a start document, "

@@ -53,6 +53,7 @@ def run_demo(directory: Path | None = None) -> tuple[ComposedRun, Path]:
     """
     if directory is None:
         directory = Path.cwd() / time.strftime("bas-demo-%Y%m%d-%H%M%S")
+    directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     # The "raw data" the reduction reads: a file whose checksum the provenance records.
     raw = directory / "raw_scan.csv"

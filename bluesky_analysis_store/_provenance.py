@@ -83,6 +83,7 @@ class Provenance(_Strict):
 
     @property
     def parent_uids(self) -> list[str]:
+        """The uids of the parent runs, in the order given."""
         return [parent.uid for parent in self.parents]
 
     def lineage_hash(self) -> str:

@@ -79,15 +79,24 @@ class MetadataPacket(MutableMapping[str, Any]):
         """Keys that survive :meth:`reset`."""
         return frozenset(self._system_keys | self._sample_keys)
 
-    def set_sample(self, name: str, **sample_md: Any) -> dict[str, Any]:
+    def set_sample(self, name: str | None = None, **sample_md: Any) -> dict[str, Any]:
         """Make ``name`` the current sample; return its metadata to pass on to other servers.
 
-        A ``sample_uuid`` starting with ``SA-`` is assigned unless one is given (pass the
-        returned dict to another packet's ``set_sample(**sample)`` to share the uuid). Every key
-        given here is protected, and the previous sample's keys are dropped.
+        A ``sample_uuid`` starting with ``SA-`` is assigned unless one is given: pass the
+        returned dict to another packet's ``set_sample(**sample)`` to share the uuid (the name
+        then comes from its ``sample_name``). Every key given here is protected, and the
+        previous sample's keys are dropped.
         """
         sample_md = dict(sample_md)
-        sample_md.pop("sample_name", None)
+        given_name = sample_md.pop("sample_name", None)
+        if name is None:
+            name = given_name
+        if not isinstance(name, str) or not name or given_name not in (None, name):
+            raise AnalysisInputError(
+                f"set_sample needs one sample name (got name={name!r} and "
+                f"sample_name={given_name!r}); pass set_sample('Cu foil', ...) or the dict that "
+                "another packet's set_sample returned"
+            )
         sample_uuid = sample_md.setdefault("sample_uuid", new_sample_uuid())
         if not isinstance(sample_uuid, str) or not sample_uuid.startswith(SAMPLE_UUID_PREFIX):
             raise AnalysisInputError(

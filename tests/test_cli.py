@@ -23,6 +23,12 @@ def test_demo_composes_a_run_and_prints_a_summary(tmp_path):
     assert [f"  file: {w}" for w in written] == [ln for ln in lines if ln.startswith("  file:")]
 
 
+def test_demo_accepts_a_relative_directory(tmp_path):
+    result = _bas("demo", "--directory", "here", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"  root:      {tmp_path / 'here'}" in result.stdout.splitlines()
+
+
 def test_errors_are_one_line_without_traceback(tmp_path):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("x")

@@ -61,3 +61,36 @@ def test_npy_and_tiff_files_carry_no_attributes_but_still_compose(tmp_path):
     data = [{"primary": {"a": np.zeros((4, 4), "u2"), "b": np.zeros((4, 4), "u2")}}]
     run = compose(data, {}, root=tmp_path, writers={"a": "BAS_NPY", "b": "BAS_TIFF"})
     assert sorted(p.suffix for p in run.files) == [".npy", ".tiff"]
+
+
+def test_a_tiled_run_can_be_a_parent(tiled_catalog):
+    """describe_parent reads uid and lineage hash from a run client (not only a start doc)."""
+    from bluesky_analysis_store import analysis_tiled_writer, describe_parent
+
+    runs = tiled_catalog.new_runs_container()
+    first = compose([{"primary": {"x": 1.0}}], {}, root=tiled_catalog.new_root())
+    writer = analysis_tiled_writer(runs)
+    for name, doc in first:
+        writer(name, doc)
+    parent = describe_parent(runs[first.uid], catalog="analysis")
+    assert parent.uid == first.uid
+    assert parent.lineage_hash == first.documents[0][1]["lineage_hash"]
+    second = compose(
+        [{"primary": {"x": 2.0}}], {}, provenance=make_provenance(parents=[runs[first.uid]])
+    )
+    assert second.documents[0][1]["parent_uids"] == [first.uid]
+
+
+def test_class_with_a_name_property_is_named_after_the_class():
+    from bluesky_analysis_store import capture_code
+
+    class Reducer:
+        version = "2.1"
+
+        @property
+        def name(self):
+            return "instance-name"
+
+    assert capture_code(Reducer).name == "Reducer"
+    assert capture_code(Reducer()).name == "instance-name"
+    assert capture_code(Reducer).version == "2.1"

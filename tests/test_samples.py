@@ -21,8 +21,12 @@ def test_set_sample_assigns_an_sa_uuid_and_returns_what_other_servers_need():
     }
     # Passed unchanged to another server, the same uuid is used there.
     instrument = MetadataPacket(profile="saxs")
-    assert instrument.set_sample(**{"name": sample["sample_name"], **sample}) == sample
+    assert instrument.set_sample(**sample) == sample
     assert instrument["sample_uuid"] == orchestrator["sample_uuid"]
+    with pytest.raises(AnalysisInputError, match="set_sample needs one sample name"):
+        instrument.set_sample("other name", **sample)
+    with pytest.raises(AnalysisInputError, match="set_sample needs one sample name"):
+        instrument.set_sample(sample_composition="Cu")
 
 
 def test_each_new_sample_gets_a_new_uuid():
