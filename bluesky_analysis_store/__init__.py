@@ -50,6 +50,12 @@ _EXPORTS = {
     "ProvenancePolicy": "._policy",
     "MetadataPacket": "._samples",
     "new_sample_uuid": "._samples",
+    "AnalysisStore": "._store",
+    "DerivedFrom": "._queries",
+    "LineageHash": "._queries",
+    "SampleUUID": "._queries",
+    "AnalysisName": "._queries",
+    "AnalysisVersion": "._queries",
     "ProvenanceError": "._errors",
     "AnalysisStoreError": "._errors",
     "AnalysisInputError": "._errors",
@@ -107,7 +113,9 @@ if TYPE_CHECKING:
         Provenance,
         lineage_hash,
     )
+    from ._queries import AnalysisName, AnalysisVersion, DerivedFrom, LineageHash, SampleUUID
     from ._samples import MetadataPacket, new_sample_uuid
+    from ._store import AnalysisStore
     from ._table import TABLE_PAIR, TableHandler, TableWriter, records_to_dataframe
     from ._tiff import TIFF_PAIR, TIFFHandler, TIFFWriter
     from ._tiled_writer import analysis_tiled_writer, register_tiled_consolidators

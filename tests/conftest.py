@@ -35,19 +35,12 @@ class TiledCatalog:
 
 @pytest.fixture(scope="session")
 def tiled_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TiledCatalog]:
-    from tiled.catalog import from_uri
     from tiled.client import Context, from_context
     from tiled.server.app import build_app
 
+    from bluesky_analysis_store._store import embedded_tree
+
     directory = tmp_path_factory.mktemp("tiled")
-    (directory / "data").mkdir()
-    files = directory / "files"
-    files.mkdir()
-    tree = from_uri(
-        f"sqlite+aiosqlite:///{directory}/catalog.db",
-        writable_storage=[str(directory / "data"), f"duckdb:///{directory}/tables.duckdb"],
-        readable_storage=[str(files)],
-        init_if_not_exists=True,
-    )
+    tree = embedded_tree(directory)  # the embedded store's own layout, SQLite
     with Context.from_app(build_app(tree)) as context:
-        yield TiledCatalog(from_context(context), files)
+        yield TiledCatalog(from_context(context), directory / "files")

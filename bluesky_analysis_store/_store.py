@@ -1,0 +1,250 @@
+"""``AnalysisStore``: a tiled catalog of analysis runs, embedded (SQLite) or served."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from ._compose import AssetForm, compose_analysis_run, default_registry
+from ._errors import AnalysisStoreError
+from ._pairs import PairRegistry
+from ._policy import ProvenancePolicy
+from ._provenance import Provenance
+from ._queries import AnalysisName, AnalysisVersion, DerivedFrom, LineageHash, SampleUUID
+from ._samples import MetadataPacket
+
+#: Name of the CatalogOfBlueskyRuns container that holds the analysis runs.
+RUNS_CONTAINER = "analysis"
+CATALOG_SPEC = ("CatalogOfBlueskyRuns", "3.0")
+
+
+def embedded_tree(directory: Path) -> Any:
+    """The tiled catalog adapter of an embedded store in ``directory`` (created on first use).
+
+    Layout: ``catalog.db`` (SQLite), ``data/`` and ``tables.duckdb`` (tiled's own writable
+    storage), ``files/`` (derived files, readable by tiled).
+    """
+    from tiled.catalog import from_uri
+
+    catalog = directory / "catalog.db"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "data").mkdir(exist_ok=True)
+    (directory / "files").mkdir(exist_ok=True)
+    return from_uri(
+        f"sqlite+aiosqlite:///{catalog}",
+        writable_storage=[str(directory / "data"), f"duckdb:///{directory / 'tables.duckdb'}"],
+        readable_storage=[str(directory / "files")],
+        # tiled initializes in a subprocess that re-imports all of tiled: only when needed
+        init_if_not_exists=not catalog.exists(),
+    )
+
+
+def _in_process_client(tree: Any) -> tuple[Any, Any]:
+    from tiled.client import Context, from_context
+    from tiled.server.app import build_app
+
+    with warnings.catch_warnings():
+        # starlette's test client (which carries in-process tiled) warns about httpx; harmless
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        context = Context.from_app(build_app(tree))
+    return context, from_context(context)
+
+
+def runs_container(client: Any, name: str = RUNS_CONTAINER) -> Any:
+    """The ``CatalogOfBlueskyRuns`` container ``name`` under ``client`` (created if missing)."""
+    from tiled.structures.core import Spec
+
+    if name in client:
+        container = client[name]
+        if not any(spec.name == CATALOG_SPEC[0] for spec in container.specs):
+            raise AnalysisStoreError(
+                f"{name!r} exists in the tiled catalog but is not a CatalogOfBlueskyRuns "
+                "container; bluesky queries would be silently ignored there"
+            )
+        return container
+    return client.create_container(name, specs=[Spec(CATALOG_SPEC[0], version=CATALOG_SPEC[1])])
+
+
+class AnalysisStore:
+    """Analysis runs in a tiled catalog: save, insert documents, find, read back.
+
+    Build one with :meth:`open`. ``store.runs`` is the bluesky-tiled-plugins
+    ``CatalogOfBlueskyRuns`` client, so ``ScanID``, ``PartialUID``, ``TimeRange`` and
+    ``runs[-1]`` work unchanged.
+
+    Parameters
+    ----------
+    runs : CatalogOfBlueskyRuns client
+        The container holding the analysis runs.
+    root : Path
+        Where derived files are written; tiled must be able to read it.
+    registry : PairRegistry, optional
+        Writer/handler pairs (default: every installed pair).
+    """
+
+    def __init__(
+        self,
+        runs: Any,
+        root: str | Path,
+        *,
+        registry: PairRegistry | None = None,
+        context: Any = None,
+    ) -> None:
+        from ._tiled_writer import analysis_tiled_writer
+
+        self.runs = runs
+        self.root = Path(root).resolve()
+        self.registry = registry if registry is not None else default_registry()
+        self._context = context
+        self._writer = analysis_tiled_writer(runs, self.registry)
+
+    @classmethod
+    def open(
+        cls,
+        target: str | Path | Any,
+        api_key: str | None = None,
+        *,
+        root: str | Path | None = None,
+        registry: PairRegistry | None = None,
+    ) -> AnalysisStore:
+        """Open (or create) an analysis store.
+
+        Parameters
+        ----------
+        target : path, URI or tiled client
+            A directory: the embedded default (SQLite catalog, local files, in-process, no
+            server; created on first use and reopened with everything still there). An
+            ``http(s)://`` URI: a tiled server (``bas serve``). A tiled client or container.
+        api_key : str, optional
+            For a server; never stored in documents or files.
+        root : path, optional
+            Where derived files go. Default for a directory: ``DIRECTORY/files``. Required for a
+            server or a client: a directory that the server lists in its readable storage.
+        registry : PairRegistry, optional
+            Writer/handler pairs (default: every installed pair).
+        """
+        if isinstance(target, str | Path) and not str(target).startswith(("http://", "https://")):
+            directory = Path(target).resolve()
+            context, client = _in_process_client(embedded_tree(directory))
+            files = Path(root) if root is not None else directory / "files"
+            return cls(runs_container(client), files, registry=registry, context=context)
+        if root is None:
+            raise AnalysisStoreError(
+                "root= is required for a served store: a directory the tiled server can read "
+                "(one of its readable_storage paths), where derived files are written"
+            )
+        if isinstance(target, str):
+            from tiled.client import from_uri
+
+            client = from_uri(target, api_key=api_key)
+        else:
+            client = target
+        return cls(runs_container(client), root, registry=registry)
+
+    def save(
+        self,
+        data_dicts: Sequence[Mapping[str, Mapping[str, Any]]],
+        md: Mapping[str, Any],
+        *,
+        provenance: Provenance | Mapping[str, Any] | None,
+        writers: Mapping[str, Any] | None = None,
+        policy: ProvenancePolicy | None = None,
+        packet: MetadataPacket | None = None,
+        asset_form: AssetForm = "stream_resource",
+        uid: str | None = None,
+    ) -> str:
+        """Compose an analysis run (files + documents), insert it, and return its uid.
+
+        Arguments are those of :func:`compose_analysis_run`; files go under the store's root.
+        """
+        run = compose_analysis_run(
+            data_dicts,
+            md,
+            root=self.root,
+            writers=writers,
+            registry=self.registry,
+            asset_form=asset_form,
+            uid=uid,
+            provenance=provenance,
+            policy=policy,
+            packet=packet,
+        )
+        for name, doc in run:
+            self.insert(name, doc)
+        return run.uid
+
+    def insert(self, name: str, doc: dict[str, Any]) -> None:
+        """Insert one document (subscribe this to a RunEngine: ``RE.subscribe(store.insert)``)."""
+        self._writer(name, doc)
+
+    def __getitem__(self, key: Any) -> Any:
+        """A run by full or partial uid (or ``-1`` for the latest)."""
+        return self.runs[key]
+
+    def __contains__(self, uid: str) -> bool:
+        return uid in self.runs
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.runs)
+
+    def search(self, *queries: Any) -> Any:
+        """Runs matching every query (tiled queries, bluesky queries, or ours)."""
+        result = self.runs
+        for query in queries:
+            result = result.search(query)
+        return result
+
+    def derived_from(self, uid: str, *, recursive: bool = False) -> list[str]:
+        """Uids of the analysis runs whose parents include ``uid`` (its whole subtree if
+        ``recursive``), breadth first, each once."""
+        found: list[str] = []
+        frontier = [uid]
+        seen = {uid}
+        while frontier:
+            children = [
+                child
+                for parent in frontier
+                for child in self.search(DerivedFrom(parent))
+                if child not in seen
+            ]
+            children = list(dict.fromkeys(children))
+            seen.update(children)
+            found.extend(children)
+            frontier = children if recursive else []
+        return found
+
+    def with_lineage(self, lineage_hash: str) -> list[str]:
+        """Uids of the runs with this lineage hash (already computed?)."""
+        return list(self.search(LineageHash(lineage_hash)))
+
+    def of_sample(self, sample_uuid: str) -> list[str]:
+        """Uids of the runs about one sample."""
+        return list(self.search(SampleUUID(sample_uuid)))
+
+    def by_analysis(self, name: str, version: str | None = None) -> list[str]:
+        """Uids of the runs of an analysis (and version)."""
+        queries = [AnalysisName(name)] + ([AnalysisVersion(version)] if version else [])
+        return list(self.search(*queries))
+
+    def close(self) -> None:
+        """Release an embedded store's in-process server (idempotent)."""
+        if self._context is not None:
+            self._context.close()
+            self._context = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,107 @@
+"""AnalysisStore on a real tiled catalog (SQLite): save, read back, find."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import PARENT_UID, make_provenance
+
+from bluesky_analysis_store import (
+    AnalysisName,
+    AnalysisStore,
+    DerivedFrom,
+    MetadataPacket,
+    ProvenanceError,
+)
+
+
+@pytest.fixture
+def store(tiled_catalog):
+    return AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())
+
+
+def _save(store, parents=(PARENT_UID,), name="reduce_spectrum", **kwargs):
+    data = [{"primary": {"image": np.full((6, 4), i, "f4"), "x": float(i)}} for i in range(5)]
+    provenance = make_provenance(parents=list(parents), name=name, parameters=kwargs)
+    return store.save(data, {}, writers={"image": "BAS_HDF5"}, provenance=provenance)
+
+
+def test_save_and_read_back_sliceable(store):
+    uid = _save(store)
+    run = store[uid]
+    assert run.metadata["start"]["parent_uids"] == [PARENT_UID]
+    assert run.metadata["stop"]["exit_status"] == "success"
+    image = run["primary"]["image"]
+    assert image.shape == (5, 6, 4)
+    np.testing.assert_array_equal(image[3], np.full((6, 4), 3, "f4"))
+    np.testing.assert_array_equal(image[1:3, 0, 0], [1, 2])
+    assert store[uid[:8]].metadata["start"]["uid"] == uid  # partial uid
+    assert store[-1].metadata["start"]["uid"] == uid
+    assert uid in store
+    assert len(store) == 1
+
+
+def test_tables_read_back_through_the_store(store):
+    frame = pd.DataFrame({"mu": np.linspace(0, 1, 7)}, index=pd.Index(np.arange(7.0), name="e"))
+    uid = store.save([{"spectra": {"mu": frame}}], {}, provenance=make_provenance(), writers=None)
+    records = store[uid]["spectra"]["mu"].read()[0]
+    np.testing.assert_array_equal(records["mu"], frame["mu"].to_numpy())
+
+
+def test_derived_from_one_level_and_recursive(store):
+    first = _save(store, step=1)
+    second = _save(store, parents=[store[first]], step=2)
+    third = _save(store, parents=[store[second]], step=3)
+    sibling = _save(store, step=4)
+    _save(store, parents=["11111111-2222-4333-8444-555555555555"], step=5)  # unrelated
+    assert sorted(store.derived_from(PARENT_UID)) == sorted([first, sibling])
+    assert sorted(store.derived_from(PARENT_UID, recursive=True)) == sorted(
+        [first, sibling, second, third]
+    )
+    assert store.derived_from(second) == [third]
+    assert store.derived_from(third) == []
+
+
+def test_queries_by_lineage_sample_and_analysis(store):
+    packet = MetadataPacket()
+    sample = packet.set_sample("Cu foil")["sample_uuid"]
+    provenance = make_provenance(name="fit", version="2.0", parameters={"k": 1})
+    uid = store.save([{"p": {"x": 1.0}}], {}, provenance=provenance, packet=packet)
+    other = _save(store, name="fit", k=2)
+    assert store.with_lineage(provenance.lineage_hash()) == [uid]
+    assert store.of_sample(sample) == [uid]
+    assert sorted(store.by_analysis("fit")) == sorted([uid, other])
+    assert store.by_analysis("fit", "2.0") == [uid]
+    # our queries combine with tiled's own
+    from tiled.queries import Key
+
+    combined = store.search(DerivedFrom(PARENT_UID), AnalysisName("fit"), Key("k") == 1)
+    assert list(combined) == []  # 'k' lives in provenance.parameters, not at the top level
+    assert list(store.search(DerivedFrom(PARENT_UID), AnalysisName("fit"))) == [uid, other]
+
+
+def test_bluesky_queries_work_unchanged(store):
+    from bluesky_tiled_plugins.queries import PartialUID, TimeRange
+
+    uid = _save(store)
+    assert list(store.search(PartialUID(uid[:10]))) == [uid]
+    assert list(store.search(TimeRange(since="2000-01-01"))) == [uid]
+    assert list(store.search(TimeRange(until="2000-01-01"))) == []
+
+
+def test_save_refuses_bad_provenance_and_writes_nothing(store):
+    before = sorted(store.root.rglob("*"))
+    with pytest.raises(ProvenanceError, match="provenance is required"):
+        store.save([{"p": {"image": np.zeros(100)}}], {}, provenance=None)
+    assert sorted(store.root.rglob("*")) == before
+    assert len(store) == 0
+
+
+def test_embedded_store_is_created_then_reopened_with_everything_there(tmp_path):
+    directory = tmp_path / "store"
+    with AnalysisStore.open(directory) as store:
+        uid = _save(store)
+        assert store.root == directory / "files"
+    assert (directory / "catalog.db").is_file()
+    with AnalysisStore.open(directory) as store:
+        assert list(store) == [uid]
+        np.testing.assert_array_equal(store[uid]["primary"]["image"][4], np.full((6, 4), 4))
