@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from ._capture import capture_provenance
-from ._compose import ComposedRun, compose_analysis_run
 from ._samples import MetadataPacket
+from ._store import AnalysisStore
 
 
 def example_data_dicts(points: int = 20, seed: int = 0) -> list[dict[str, dict[str, Any]]]:
@@ -46,62 +48,114 @@ def example_data_dicts(points: int = 20, seed: int = 0) -> list[dict[str, dict[s
     return data_dicts
 
 
-def run_demo(directory: Path | None = None) -> tuple[ComposedRun, Path]:
-    """Compose the example run under ``directory`` (default: a new ``bas-demo-*`` directory).
+def fit_peak(raw_run: Any) -> tuple[list[dict[str, dict[str, Any]]], dict[str, Any]]:
+    """First analysis: normalize a raw scan's detector profile and fit its peak (moments)."""
+    table = raw_run["primary"].read()
+    x = np.asarray(table["motor"], dtype=float)
+    y = np.asarray(table["det"], dtype=float)
+    weights = y - y.min()
+    center = float((weights * x).sum() / weights.sum())
+    sigma = float(np.sqrt((weights * (x - center) ** 2).sum() / weights.sum()))
+    data_dicts: list[dict[str, dict[str, Any]]] = [
+        {
+            "profile": {"normalized": y / y.max(), "positions": x},
+            "fit": {"center": center, "sigma": sigma, "amplitude": float(y.max())},
+        }
+    ]
+    return data_dicts, {"method": "moments"}
 
-    Returns the composed run and the directory its files were written under.
+
+fit_peak.version = "1.0"  # type: ignore[attr-defined]
+
+
+def compare_peaks(fit_runs: list[Any]) -> tuple[list[dict[str, dict[str, Any]]], dict[str, Any]]:
+    """Second analysis, reading the first one's output: each peak's shift from the mean center."""
+    centers = [float(run["fit"].read()["center"][0]) for run in fit_runs]
+    mean = float(np.mean(centers))
+    data_dicts: list[dict[str, dict[str, Any]]] = [
+        {"shifts": {"center": c, "shift": c - mean}} for c in centers
+    ]
+    data_dicts[0]["summary"] = {"mean_center": mean, "spread": float(np.ptp(centers))}
+    return data_dicts, {"reference": "mean"}
+
+
+compare_peaks.version = "1.0"  # type: ignore[attr-defined]
+
+
+@dataclass
+class DemoResult:
+    """What the demo made, for the summary and for tests."""
+
+    directory: Path
+    store: AnalysisStore
+    raw_uids: list[str]
+    fit_uids: list[str]
+    comparison_uid: str
+    picture: Path
+
+
+def run_demo(directory: Path | None = None, say: Callable[[str], None] = print) -> DemoResult:
+    """A small beamline session on the embedded default store, with two chained analyses.
+
+    ophyd.sim devices are scanned by a real RunEngine into a raw catalog; ``fit_peak`` analyses
+    each raw run, ``compare_peaks`` reads those analysis runs; all are saved with provenance.
     """
     if directory is None:
         directory = Path.cwd() / time.strftime("bas-demo-%Y%m%d-%H%M%S")
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    # The "raw data" the reduction reads: a file whose checksum the provenance records.
-    raw = directory / "raw_scan.csv"
-    energy = np.linspace(8950.0, 9050.0, 20)
-    raw.write_text("energy\n" + "\n".join(f"{e:.3f}" for e in energy) + "\n")
+    # ophyd.sim makes a temporary directory at import: keep it inside the demo directory
+    (directory / "tmp").mkdir(exist_ok=True)
+    tempfile.tempdir = str(directory / "tmp")
+
+    say(f"opening the embedded store in {directory / 'store'} ...")
+    store = AnalysisStore.open(directory / "store", raw="raw")
+    from bluesky import RunEngine
+    from bluesky.plans import scan
+    from bluesky_tiled_plugins.writing.tiled_writer import TiledWriter
+    from ophyd.sim import det, motor
+
+    engine = RunEngine({})
+    engine.subscribe(TiledWriter(store.raw))
     packet = MetadataPacket(profile="bas-demo")
-    packet.set_sample("Cu foil", sample_composition="Cu")
-    provenance = capture_provenance(
-        example_data_dicts,
-        name="xas_reduction",
-        inputs=[raw],
-        parameters={"points": 20, "grid": [8960.0, 9040.0, 161]},
-    )
-    run = compose_analysis_run(
-        example_data_dicts(),
-        {"beamline": "demo"},
-        root=directory,
-        writers={"roi_image": "BAS_HDF5", "interpolated": "BAS_TABLE_HDF5"},
-        provenance=provenance,
-        packet=packet,
-    )
-    return run, directory
+    raw_uids: list[str] = []
+    for center in (-0.5, 0.0, 0.7):
+        det.center.put(center)
+        packet.set_sample(f"crystal at {center:+.1f}", sample_composition="Si")
+        result = engine(scan([det], motor, -3, 3, 31), sample_name=packet["sample_name"])
+        (uid,) = cast(tuple[str, ...], result)
+        raw_uids.append(uid)
+    say(f"scanned {len(raw_uids)} raw runs with ophyd.sim into the raw catalog")
+
+    fit_uids = []
+    for raw_uid in raw_uids:
+        raw_run = store.raw[raw_uid]
+        data_dicts, parameters = fit_peak(raw_run)
+        provenance = capture_provenance(fit_peak, parents=[raw_run], parameters=parameters)
+        fit_uids.append(store.save(data_dicts, {}, provenance=provenance))
+    fit_runs = [store[uid] for uid in fit_uids]
+    data_dicts, parameters = compare_peaks(fit_runs)
+    provenance = capture_provenance(compare_peaks, parents=fit_runs, parameters=parameters)
+    comparison_uid = store.save(data_dicts, {}, provenance=provenance)
+    say("saved 3 fit_peak runs and 1 compare_peaks run (which reads them), with provenance")
+    picture = store.lineage(comparison_uid).write_svg(directory / "lineage.svg")
+    return DemoResult(directory, store, raw_uids, fit_uids, comparison_uid, picture)
 
 
-def summarize(run: ComposedRun, directory: Path) -> str:
-    """A few lines a person reads to check the run."""
-    counts = Counter(name for name, _ in run.documents)
-    streams = {
-        doc["name"]: sorted(doc["data_keys"]) for name, doc in run.documents if name == "descriptor"
-    }
-    start = run.documents[0][1]
-    code = start["provenance"]["code"]
-    commit = (
-        f" @ {code['commit'][:12]}{' (dirty)' if code['dirty'] else ''}" if code["commit"] else ""
-    )
+def summarize(result: DemoResult) -> str:
+    """What a user checks after a session: derived runs, an array, the lineage, the picture."""
+    store, raw_uid = result.store, result.raw_uids[0]
+    derived = store.derived_from(raw_uid, recursive=True)
+    fit = store[result.fit_uids[0]]
+    normalized = fit["profile"]["normalized"][0]
     lines = [
-        f"analysis run {run.uid}",
-        f"  root:      {directory}",
-        f"  analysis:  {start['analysis_name']} {start['analysis_version']}{commit}",
-        f"  lineage:   {start['lineage_hash']}",
-        f"  sample:    {start['sample_name']} ({start['sample_uuid']})",
-        "  inputs:    "
-        + ", ".join(
-            f"{i['path']} sha256 {i['sha256'][:12]}…" for i in start["provenance"]["inputs"]
-        ),
-        "  documents: " + ", ".join(f"{n} {name}" for name, n in counts.items()),
-        "  (every document passed event_model.schema_validators)",
+        f"derived runs of raw run {raw_uid[:8]}: "
+        + ", ".join(f"{u[:8]} ({store[u].metadata['start']['analysis_name']})" for u in derived),
+        f"fit_peak {result.fit_uids[0][:8]} profile/normalized[0][12:19] read back through tiled: "
+        + np.array2string(normalized[12:19], precision=3),
+        f"lineage of compare_peaks run {result.comparison_uid[:8]}:",
+        store.lineage(result.comparison_uid).as_text(),
+        f"lineage picture: {result.picture}",
+        f"store: {result.directory / 'store'} (reopen with AnalysisStore.open(that path))",
     ]
-    lines += [f"  stream {name!r}: {', '.join(keys)}" for name, keys in streams.items()]
-    lines += [f"  file: {path.relative_to(directory)}" for path in run.files]
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from typing import Any, Self
 
 from ._compose import AssetForm, compose_analysis_run, default_registry
 from ._errors import AnalysisStoreError
+from ._lineage_graph import LineageGraph, build_lineage_graph
 from ._pairs import PairRegistry
 from ._policy import ProvenancePolicy
 from ._provenance import Provenance
@@ -83,6 +84,8 @@ class AnalysisStore:
         Where derived files are written; tiled must be able to read it.
     registry : PairRegistry, optional
         Writer/handler pairs (default: every installed pair).
+    raw : CatalogOfBlueskyRuns client, optional
+        The raw catalog, so :meth:`lineage` can name the raw runs analyses were derived from.
     """
 
     def __init__(
@@ -91,11 +94,13 @@ class AnalysisStore:
         root: str | Path,
         *,
         registry: PairRegistry | None = None,
+        raw: Any = None,
         context: Any = None,
     ) -> None:
         from ._tiled_writer import analysis_tiled_writer
 
         self.runs = runs
+        self.raw = raw
         self.root = Path(root).resolve()
         self.registry = registry if registry is not None else default_registry()
         self._context = context
@@ -109,6 +114,7 @@ class AnalysisStore:
         *,
         root: str | Path | None = None,
         registry: PairRegistry | None = None,
+        raw: str | Any = None,
     ) -> AnalysisStore:
         """Open (or create) an analysis store.
 
@@ -125,12 +131,18 @@ class AnalysisStore:
             server or a client: a directory that the server lists in its readable storage.
         registry : PairRegistry, optional
             Writer/handler pairs (default: every installed pair).
+        raw : str or client, optional
+            The raw catalog: a client, or the name of a ``CatalogOfBlueskyRuns`` container in
+            the same tiled tree (created if missing), e.g. ``"raw"`` for an embedded session.
         """
         if isinstance(target, str | Path) and not str(target).startswith(("http://", "https://")):
             directory = Path(target).resolve()
             context, client = _in_process_client(embedded_tree(directory))
             files = Path(root) if root is not None else directory / "files"
-            return cls(runs_container(client), files, registry=registry, context=context)
+            raw_runs = runs_container(client, raw) if isinstance(raw, str) else raw
+            return cls(
+                runs_container(client), files, registry=registry, raw=raw_runs, context=context
+            )
         if root is None:
             raise AnalysisStoreError(
                 "root= is required for a served store: a directory the tiled server can read "
@@ -142,7 +154,8 @@ class AnalysisStore:
             client = from_uri(target, api_key=api_key)
         else:
             client = target
-        return cls(runs_container(client), root, registry=registry)
+        raw_runs = runs_container(client, raw) if isinstance(raw, str) else raw
+        return cls(runs_container(client), root, registry=registry, raw=raw_runs)
 
     def save(
         self,
@@ -231,6 +244,23 @@ class AnalysisStore:
         """Uids of the runs of an analysis (and version)."""
         queries = [AnalysisName(name)] + ([AnalysisVersion(version)] if version else [])
         return list(self.search(*queries))
+
+    def start_document(self, uid: str) -> dict[str, Any] | None:
+        """The start document of ``uid`` from the analysis or the raw catalog, or None."""
+        for catalog in (self.runs, self.raw):
+            if catalog is not None and uid in catalog:
+                return dict(catalog[uid].metadata["start"])
+        return None
+
+    def lineage(self, uid: str) -> LineageGraph:
+        """The provenance graph around ``uid``: ancestors (analysis and raw) and descendants.
+
+        ``graph.as_text()`` prints a tree; ``graph.write_svg(path)`` draws a picture.
+        """
+        start = self.start_document(uid)  # also resolves a partial uid
+        if start is None:
+            raise KeyError(f"no run {uid!r} in the analysis store or its raw catalog")
+        return build_lineage_graph(start["uid"], self.start_document, self.derived_from)
 
     def close(self) -> None:
         """Release an embedded store's in-process server (idempotent)."""

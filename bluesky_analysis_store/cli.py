@@ -12,8 +12,11 @@ from pathlib import Path
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo, summarize
 
-    run, directory = run_demo(args.directory)
-    print(summarize(run, directory))
+    result = run_demo(args.directory)
+    try:
+        print(summarize(result))
+    finally:
+        result.store.close()
     return 0
 
 
@@ -24,7 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = commands.add_parser("demo", help="compose a realistic analysis run and print a summary")
+    demo = commands.add_parser(
+        "demo",
+        help="simulate a beamline session (ophyd.sim, RunEngine), run two chained analyses, "
+        "store them with provenance in an embedded store, and show what a user would check",
+    )
     demo.add_argument(
         "--directory",
         type=Path,

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 
 def _bas(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -10,23 +11,30 @@ def _bas(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
-def test_demo_composes_a_run_and_prints_a_summary(tmp_path):
-    result = _bas("demo", cwd=tmp_path)
+def test_demo_runs_a_session_and_shows_what_a_user_checks(tmp_path):
+    result = _bas("demo", "--directory", "session", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    (directory,) = tmp_path.glob("bas-demo-*")
-    lines = result.stdout.splitlines()
-    uid = lines[0].removeprefix("analysis run ")
-    assert f"  root:      {directory}" in lines
-    assert "  stream 'primary': mu, roi_image, roi_total" in lines
-    written = sorted(str(p.relative_to(directory)) for p in directory.rglob("*.h5"))
-    assert written == [f"{uid}/primary/roi_image.h5", f"{uid}/spectra/interpolated.h5"]
-    assert [f"  file: {w}" for w in written] == [ln for ln in lines if ln.startswith("  file:")]
+    out = result.stdout
+    assert "scanned 3 raw runs with ophyd.sim into the raw catalog" in out
+    derived = next(line for line in out.splitlines() if line.startswith("derived runs of raw"))
+    assert "(fit_peak)" in derived
+    assert "(compare_peaks)" in derived
+    assert "read back through tiled: [" in out
+    assert out.count("fit_peak 1.0  [analysis]") == 3
+    assert out.count("scan  [raw]") == 3
+    picture = tmp_path / "session" / "lineage.svg"
+    assert f"lineage picture: {picture}" in out
+    svg = ElementTree.parse(picture).getroot()
+    assert svg.tag.endswith("svg")
+    assert len(svg.findall(".//{http://www.w3.org/2000/svg}rect")) == 7  # 3 raw, 3 fits, 1
+    # the store is there to reopen, with the runs the session made
+    from bluesky_analysis_store import AnalysisStore
 
-
-def test_demo_accepts_a_relative_directory(tmp_path):
-    result = _bas("demo", "--directory", "here", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert f"  root:      {tmp_path / 'here'}" in result.stdout.splitlines()
+    with AnalysisStore.open(tmp_path / "session" / "store", raw="raw") as store:
+        assert len(store) == 4
+        assert len(store.raw) == 3
+    # ophyd.sim's temporary directory stayed inside the demo directory
+    assert list((tmp_path / "session" / "tmp").iterdir())
 
 
 def test_errors_are_one_line_without_traceback(tmp_path):

@@ -105,3 +105,53 @@ def test_embedded_store_is_created_then_reopened_with_everything_there(tmp_path)
     with AnalysisStore.open(directory) as store:
         assert list(store) == [uid]
         np.testing.assert_array_equal(store[uid]["primary"]["image"][4], np.full((6, 4), 4))
+
+
+def _raw_run(runs):
+    """A raw run (no provenance keys), as a RunEngine would have written it."""
+    from bluesky_tiled_plugins.writing.tiled_writer import TiledWriter
+    from event_model import compose_run
+
+    bundle = compose_run(metadata={"plan_name": "count"})
+    descriptor = bundle.compose_descriptor(
+        name="primary", data_keys={"det": {"source": "sim", "dtype": "number", "shape": []}}
+    )
+    writer = TiledWriter(runs)
+    writer("start", bundle.start_doc)
+    writer("descriptor", descriptor.descriptor_doc)
+    writer("event", descriptor.compose_event(data={"det": 1.0}, timestamps={"det": 0.0}))
+    writer("stop", bundle.compose_stop())
+    return bundle.start_doc["uid"]
+
+
+def test_lineage_across_raw_and_analysis_catalogs(tiled_catalog, tmp_path):
+    raw = tiled_catalog.new_runs_container()
+    store = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root(), raw=raw)
+    raw_uid = _raw_run(raw)
+    first = _save(store, parents=[raw[raw_uid]], name="fit_peak", step=1)
+    second = _save(store, parents=[store[first]], name="compare", step=2)
+    orphan = "99999999-8888-4777-8666-555555555555"
+    third = _save(store, parents=[store[second], orphan], name="report", step=3)
+
+    graph = store.lineage(first[:10])
+    assert graph.focus == first
+    assert graph.ancestors() == [raw_uid]
+    assert graph.descendants() == [second, third]
+    assert graph.nodes[raw_uid].kind == "raw"
+    assert graph.nodes[raw_uid].label == "count"
+    text = graph.as_text().splitlines()
+    assert text[0] == f"{first[:8]}  fit_peak 1.0  [analysis]"
+    assert f"  └── {raw_uid[:8]}  count  [raw]" in text
+    assert f"  └── {second[:8]}  compare 1.0  [analysis]" in text
+    assert f"      └── {third[:8]}  report 1.0  [analysis]" in text
+
+    whole = store.lineage(third)
+    assert set(whole.ancestors()) == {second, first, raw_uid, orphan}
+    assert whole.nodes[orphan].kind == "missing"
+    picture = whole.write_svg(tmp_path / "lineage.svg")
+    from xml.etree import ElementTree
+
+    svg = ElementTree.parse(picture).getroot()
+    titles = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}title")]
+    assert sorted(titles) == sorted([raw_uid, first, second, third, orphan])
+    assert len(svg.findall("{http://www.w3.org/2000/svg}line")) == 4

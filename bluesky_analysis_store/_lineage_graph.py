@@ -1,0 +1,185 @@
+"""The provenance graph of a run: ancestors and descendants, as text and as an SVG picture."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+NodeKind = Literal["analysis", "raw", "missing"]
+
+
+@dataclass(frozen=True)
+class LineageNode:
+    """One run in the graph."""
+
+    uid: str
+    kind: NodeKind
+    label: str
+
+
+@dataclass
+class LineageGraph:
+    """Runs (nodes) and parent → child edges around one focus run."""
+
+    focus: str
+    nodes: dict[str, LineageNode] = field(default_factory=dict)
+    edges: set[tuple[str, str]] = field(default_factory=set)
+
+    def parents(self, uid: str) -> list[str]:
+        return sorted(parent for parent, child in self.edges if child == uid)
+
+    def children(self, uid: str) -> list[str]:
+        return sorted(child for parent, child in self.edges if parent == uid)
+
+    def ancestors(self) -> list[str]:
+        return self._walk(self.parents)
+
+    def descendants(self) -> list[str]:
+        return self._walk(self.children)
+
+    def _walk(self, step: Callable[[str], list[str]]) -> list[str]:
+        found: list[str] = []
+        frontier = [self.focus]
+        while frontier:
+            frontier = [n for uid in frontier for n in step(uid) if n not in found]
+            found.extend(dict.fromkeys(frontier))
+        return found
+
+    def _line(self, uid: str) -> str:
+        node = self.nodes[uid]
+        return f"{uid[:8]}  {node.label}  [{node.kind}]"
+
+    def _tree(self, uid: str, step: Callable[[str], list[str]], prefix: str = "") -> list[str]:
+        lines = []
+        branches = step(uid)
+        for i, branch in enumerate(branches):
+            last = i == len(branches) - 1
+            lines.append(f"{prefix}{'└── ' if last else '├── '}{self._line(branch)}")
+            lines.extend(self._tree(branch, step, prefix + ("    " if last else "│   ")))
+        return lines
+
+    def as_text(self) -> str:
+        """A terminal tree: the focus run, what it was derived from, and what derives from it."""
+        lines = [self._line(self.focus), "derived from:"]
+        lines += self._tree(self.focus, self.parents, "  ") or ["  (nothing recorded)"]
+        lines.append("derived into:")
+        lines += self._tree(self.focus, self.children, "  ") or ["  (nothing yet)"]
+        return "\n".join(lines)
+
+    def _depths(self) -> dict[str, int]:
+        depth = {self.focus: 0}
+        for direction, step in ((-1, self.parents), (1, self.children)):
+            frontier = [self.focus]
+            while frontier:
+                nxt = []
+                for uid in frontier:
+                    for other in step(uid):
+                        if other not in depth:
+                            depth[other] = depth[uid] + direction
+                            nxt.append(other)
+                frontier = nxt
+        return depth
+
+    def as_svg(self) -> str:
+        """An SVG picture: one column per generation, parents left, derived runs right."""
+        depth = self._depths()
+        columns: dict[int, list[str]] = {}
+        for uid in sorted(depth, key=lambda u: (depth[u], self.nodes[u].label, u)):
+            columns.setdefault(depth[uid], []).append(uid)
+        # Order each column by where its parents sit in the column before (fewer crossings).
+        for d in sorted(columns)[1:]:
+            before = {uid: i for i, uid in enumerate(columns[d - 1])} if d - 1 in columns else {}
+
+            def rank(uid: str, before: dict[str, int] = before) -> float:
+                placed = [before[p] for p in self.parents(uid) if p in before]
+                return sum(placed) / len(placed) if placed else float("inf")
+
+            columns[d].sort(key=rank)
+        width, height, gap_x, gap_y = 220, 46, 70, 18
+        first = min(columns)
+        position = {
+            uid: ((d - first) * (width + gap_x) + 10, i * (height + gap_y) + 10)
+            for d, uids in columns.items()
+            for i, uid in enumerate(uids)
+        }
+        total_w = (max(columns) - first + 1) * (width + gap_x)
+        total_h = max(len(u) for u in columns.values()) * (height + gap_y) + 10
+        colors = {"analysis": "#dbeafe", "raw": "#dcfce7", "missing": "#fee2e2"}
+        parts = [
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w}" height="{total_h}" '
+            'font-family="sans-serif" font-size="12">',
+            '<defs><marker id="arrow" markerWidth="8" markerHeight="8" refX="8" refY="4" '
+            'orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="#555"/></marker></defs>',
+        ]
+        for parent, child in sorted(self.edges):
+            (x1, y1), (x2, y2) = position[parent], position[child]
+            parts.append(
+                f'<line x1="{x1 + width}" y1="{y1 + height / 2}" x2="{x2}" y2="{y2 + height / 2}" '
+                'stroke="#555" marker-end="url(#arrow)"/>'
+            )
+        for uid, (x, y) in position.items():
+            node = self.nodes[uid]
+            stroke = 3 if uid == self.focus else 1
+            parts += [
+                f"<g><title>{html.escape(uid)}</title>"
+                f'<rect x="{x}" y="{y}" width="{width}" height="{height}" rx="6" '
+                f'fill="{colors[node.kind]}" stroke="#333" stroke-width="{stroke}"/>',
+                f'<text x="{x + 8}" y="{y + 18}">{html.escape(node.label[:32])}</text>',
+                f'<text x="{x + 8}" y="{y + 36}" fill="#555">{node.kind} {uid[:8]}</text></g>',
+            ]
+        parts.append("</svg>")
+        return "\n".join(parts)
+
+    def write_svg(self, path: str | Path) -> Path:
+        """Write :meth:`as_svg` to ``path`` and return it."""
+        path = Path(path)
+        path.write_text(self.as_svg())
+        return path
+
+
+def _label(start: Mapping[str, Any]) -> tuple[NodeKind, str]:
+    if "analysis_name" in start:
+        return "analysis", f"{start['analysis_name']} {start.get('analysis_version') or ''}".strip()
+    return "raw", str(start.get("plan_name", "run"))
+
+
+def build_lineage_graph(
+    uid: str,
+    find_start: Callable[[str], Mapping[str, Any] | None],
+    find_children: Callable[[str], list[str]],
+) -> LineageGraph:
+    """Walk parents (``find_start(uid)['parent_uids']``) up and children down from ``uid``."""
+    graph = LineageGraph(focus=uid)
+
+    def visit(run_uid: str) -> Mapping[str, Any] | None:
+        start = find_start(run_uid)
+        kind, label = _label(start) if start is not None else ("missing", "not found")
+        graph.nodes.setdefault(run_uid, LineageNode(run_uid, kind, label))
+        return start
+
+    frontier = [uid]
+    visit(uid)
+    while frontier:  # ancestors
+        nxt = []
+        for child in frontier:
+            start = find_start(child)
+            for parent in (start or {}).get("parent_uids", []):
+                graph.edges.add((parent, child))
+                if parent not in graph.nodes:
+                    visit(parent)
+                    nxt.append(parent)
+        frontier = nxt
+    frontier = [uid]
+    while frontier:  # descendants
+        nxt = []
+        for parent in frontier:
+            for child in find_children(parent):
+                graph.edges.add((parent, child))
+                if child not in graph.nodes:
+                    visit(child)
+                    nxt.append(child)
+        frontier = nxt
+    return graph
