@@ -44,8 +44,12 @@ def embedded_tree(directory: Path) -> Any:
 
 
 def _in_process_client(tree: Any) -> tuple[Any, Any]:
+    import logging
+
     from tiled.client import Context, from_context
     from tiled.server.app import build_app
+
+    logging.getLogger("tiled.server.app").setLevel(logging.WARNING)  # no version banner
 
     with warnings.catch_warnings():
         # starlette's test client (which carries in-process tiled) warns about httpx; harmless

@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+#: Where commands find the store unless ``--store`` says otherwise.
+STORE_ENV = "BAS_STORE"
+#: The API key of a served store is read from this variable, never from a file or a flag.
+API_KEY_ENV = "BAS_API_KEY"
+DEFAULT_STORE = "bas-store"
+
+
+def _open_store(args: argparse.Namespace) -> Any:
+    from ._store import AnalysisStore
+
+    target = args.store or os.environ.get(STORE_ENV) or DEFAULT_STORE
+    print(f"opening store {target} ...", file=sys.stderr, flush=True)
+    return AnalysisStore.open(
+        target, api_key=os.environ.get(API_KEY_ENV), root=args.root, raw=args.raw
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -20,6 +38,81 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _save(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import __version__
+    from ._capture import capture_provenance
+    from ._ingest import ingest_files, ingestable_files
+
+    files = ingestable_files(args.directory)
+    data_dicts, read = ingest_files(tqdm(files, desc="reading", unit="file", disable=None))
+    provenance = capture_provenance(
+        ingest_files,
+        name=args.name,
+        version=args.version or __version__,
+        parents=args.parent,
+        inputs=tqdm(read, desc="hashing", unit="file", disable=None),
+        parameters={"directory": str(args.directory.resolve())},
+    )
+    with _open_store(args) as store:
+        uid = store.save(
+            data_dicts, {"ingested_from": str(args.directory.resolve())}, provenance=provenance
+        )
+    print(uid)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        run = store[args.uid]
+        start = run.metadata["start"]
+        stop = run.metadata.get("stop") or {}
+        print(f"uid:       {start['uid']}")
+        print(f"analysis:  {start.get('analysis_name')} {start.get('analysis_version')}")
+        print(f"lineage:   {start.get('lineage_hash')}")
+        print(f"parents:   {', '.join(start.get('parent_uids', [])) or '-'}")
+        if "sample_uuid" in start:
+            print(f"sample:    {start.get('sample_name')} ({start['sample_uuid']})")
+        print(f"status:    {stop.get('exit_status', 'incomplete (no stop document)')}")
+        for stream in run:
+            for key in run[stream]:
+                node = run[stream][key]
+                shape = getattr(node, "shape", None)
+                if key not in {"seq_num", "time"} and not key.startswith("ts_"):
+                    print(f"  {stream}/{key}" + (f"  shape {tuple(shape)}" if shape else ""))
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from bluesky_tiled_plugins.queries import TimeRange
+
+    from ._queries import AnalysisName, AnalysisVersion, DerivedFrom, LineageHash, SampleUUID
+
+    queries = [
+        *([DerivedFrom(args.derived_from)] if args.derived_from else []),
+        *([LineageHash(args.lineage)] if args.lineage else []),
+        *([SampleUUID(args.sample)] if args.sample else []),
+        *([AnalysisName(args.analysis)] if args.analysis else []),
+        *([AnalysisVersion(args.version)] if args.version else []),
+        *([TimeRange(since=args.since, until=args.until)] if args.since or args.until else []),
+    ]
+    with _open_store(args) as store:
+        for uid, run in store.search(*queries).items():
+            start = run.metadata["start"]
+            print(f"{uid}  {start.get('analysis_name')} {start.get('analysis_version')}")
+    return 0
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        graph = store.lineage(args.uid)
+        print(graph.as_text())
+        if args.output:
+            print(f"picture: {graph.write_svg(args.output)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``bas`` argument parser (one sub-command per task)."""
     parser = argparse.ArgumentParser(
@@ -27,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     demo = commands.add_parser(
         "demo",
         help="simulate a beamline session (ophyd.sim, RunEngine), run two chained analyses, "
@@ -36,9 +130,46 @@ def build_parser() -> argparse.ArgumentParser:
         "--directory",
         type=Path,
         default=None,
-        help="where files go (default: a new bas-demo-* directory in the current one)",
+        help="where everything goes (default: a new bas-demo-* directory in the current one)",
     )
     demo.set_defaults(func=_demo)
+
+    def store_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument(
+            "--store",
+            help=f"a store directory or http(s) URI (default: ${STORE_ENV} or ./{DEFAULT_STORE}); "
+            f"a served store's API key is read from ${API_KEY_ENV}",
+        )
+        command.add_argument("--root", type=Path, help="file root of a served store")
+        command.add_argument("--raw", default="raw", help="raw catalog container (default: raw)")
+        return command
+
+    save = store_command("save", "ingest the files of a directory as an analysis run")
+    save.add_argument("directory", type=Path, help=".npy, .csv, .tif/.tiff files, one stream each")
+    save.add_argument("--name", default="ingest", help="analysis name (default: ingest)")
+    save.add_argument("--version", help="analysis version (default: this package's)")
+    save.add_argument("--parent", action="append", default=[], help="a parent run uid (repeat)")
+    save.set_defaults(func=_save)
+
+    show = store_command("show", "summarize one run (full or partial uid)")
+    show.add_argument("uid")
+    show.set_defaults(func=_show)
+
+    search = store_command("search", "list the runs matching every given condition")
+    search.add_argument("--derived-from", metavar="UID", help="runs whose parents include UID")
+    search.add_argument("--lineage", metavar="HASH", help="runs with this lineage hash")
+    search.add_argument("--sample", metavar="SA-UUID", help="runs of this sample")
+    search.add_argument("--analysis", metavar="NAME", help="runs of this analysis")
+    search.add_argument("--version", help="runs of this analysis version")
+    search.add_argument("--since", help="start time at or after (e.g. 2026-11-01)")
+    search.add_argument("--until", help="start time before")
+    search.set_defaults(func=_search)
+
+    lineage = store_command("lineage", "print a run's provenance graph; draw it with --output")
+    lineage.add_argument("uid")
+    lineage.add_argument("--output", type=Path, help="write the graph as SVG to this file")
+    lineage.set_defaults(func=_lineage)
     return parser
 
 
@@ -51,7 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         else:
-            print(f"bas {args.command}: error: {error}", file=sys.stderr)
+            # KeyError's str() adds quotes around its message
+            message = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+            print(f"bas {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 

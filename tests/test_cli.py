@@ -53,3 +53,44 @@ def test_help_lists_the_commands(tmp_path):
     result = _bas("--help", cwd=tmp_path)
     assert result.returncode == 0
     assert "demo" in result.stdout
+
+
+def test_save_show_search_lineage_on_an_embedded_store(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    np.save(incoming / "peaks.npy", np.arange(40.0).reshape(8, 5))
+    pd.DataFrame({"e": [1.0, 2.0], "mu": [0.1, 0.2]}).to_csv(
+        incoming / "spectrum 1.csv", index=False
+    )
+    (incoming / "notes.txt").write_text("not ingested")
+    store = ["--store", str(tmp_path / "store")]
+    parent = "0f3c5a8e-9b1d-4c2e-8a7f-1d2e3f4a5b6c"
+
+    saved = _bas(
+        "save", str(incoming), "--name", "ingest", "--parent", parent, *store, cwd=tmp_path
+    )
+    assert saved.returncode == 0, saved.stderr
+    uid = saved.stdout.strip()
+    assert len(uid) == 36
+
+    shown = _bas("show", uid[:8], *store, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert f"uid:       {uid}" in shown.stdout
+    assert f"parents:   {parent}" in shown.stdout
+    assert "  peaks/data  shape (1, 8, 5)" in shown.stdout
+    assert "  spectrum_1/data  shape (1, 2)" in shown.stdout
+
+    found = _bas("search", "--derived-from", parent, "--analysis", "ingest", *store, cwd=tmp_path)
+    assert found.stdout.splitlines() == [f"{uid}  ingest 0.1.0"]
+
+    graph = _bas("lineage", uid, "--output", "g.svg", *store, cwd=tmp_path)
+    assert graph.returncode == 0, graph.stderr
+    assert f"{parent[:8]}  not found  [missing]" in graph.stdout
+    assert (tmp_path / "g.svg").read_text().startswith("<svg")
+
+    missing = _bas("show", "abcdef12", *store, cwd=tmp_path)
+    assert missing.returncode == 1
+    assert missing.stderr.splitlines()[-1] == "bas show: error: No match for partial_uid abcdef12"
