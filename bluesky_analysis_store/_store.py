@@ -22,24 +22,52 @@ RUNS_CONTAINER = "analysis"
 CATALOG_SPEC = ("CatalogOfBlueskyRuns", "3.0")
 
 
+def catalog_tree(
+    catalog_uri: str, directory: Path, *, tables_uri: str | None = None, initialize: bool = True
+) -> Any:
+    """A tiled catalog adapter for an analysis store whose files live under ``directory``.
+
+    Parameters
+    ----------
+    catalog_uri : str
+        ``sqlite+aiosqlite:///PATH`` or ``postgresql+asyncpg://USER@HOST:PORT/DB``.
+    directory : Path
+        Holds ``data/`` (tiled's own array storage) and ``files/`` (derived files, readable by
+        tiled); created if missing.
+    tables_uri : str, optional
+        tiled's table storage: ``duckdb:////ABS/PATH`` (default: ``DIRECTORY/tables.duckdb``)
+        or ``postgresql://USER@HOST:PORT/DB``.
+    initialize : bool
+        Create the catalog's tables if missing (tiled does it in a subprocess: seconds).
+    """
+    from tiled.catalog import from_uri
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "data").mkdir(exist_ok=True)
+    (directory / "files").mkdir(exist_ok=True)
+    return from_uri(
+        catalog_uri,
+        writable_storage=[
+            str(directory / "data"),
+            tables_uri or f"duckdb:///{directory / 'tables.duckdb'}",
+        ],
+        readable_storage=[str(directory / "files")],
+        init_if_not_exists=initialize,
+    )
+
+
 def embedded_tree(directory: Path) -> Any:
     """The tiled catalog adapter of an embedded store in ``directory`` (created on first use).
 
     Layout: ``catalog.db`` (SQLite), ``data/`` and ``tables.duckdb`` (tiled's own writable
     storage), ``files/`` (derived files, readable by tiled).
     """
-    from tiled.catalog import from_uri
-
     catalog = directory / "catalog.db"
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "data").mkdir(exist_ok=True)
-    (directory / "files").mkdir(exist_ok=True)
-    return from_uri(
+    return catalog_tree(
         f"sqlite+aiosqlite:///{catalog}",
-        writable_storage=[str(directory / "data"), f"duckdb:///{directory / 'tables.duckdb'}"],
-        readable_storage=[str(directory / "files")],
+        directory,
         # tiled initializes in a subprocess that re-imports all of tiled: only when needed
-        init_if_not_exists=not catalog.exists(),
+        initialize=not catalog.exists(),
     )
 
 

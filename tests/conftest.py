@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,14 +35,59 @@ class TiledCatalog:
         return root
 
 
-@pytest.fixture(scope="session")
-def tiled_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TiledCatalog]:
+@contextmanager
+def _serve_in_process(tree: Any, files: Path) -> Iterator[TiledCatalog]:
     from tiled.client import Context, from_context
     from tiled.server.app import build_app
 
+    with Context.from_app(build_app(tree)) as context:
+        yield TiledCatalog(from_context(context), files)
+
+
+@pytest.fixture(scope="session")
+def tiled_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TiledCatalog]:
+    """A real in-process tiled app on SQLite (the embedded store's own layout)."""
     from bluesky_analysis_store._store import embedded_tree
 
     directory = tmp_path_factory.mktemp("tiled")
-    tree = embedded_tree(directory)  # the embedded store's own layout, SQLite
-    with Context.from_app(build_app(tree)) as context:
-        yield TiledCatalog(from_context(context), directory / "files")
+    with _serve_in_process(embedded_tree(directory), directory / "files") as catalog:
+        yield catalog
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """``tiled@127.0.0.1:PORT`` of a throwaway cluster (one per session), or skip with why."""
+    from postgres import PostgresUnavailableError, throwaway_cluster
+
+    try:
+        with throwaway_cluster() as server:
+            yield server
+    except PostgresUnavailableError as reason:
+        if os.environ.get("BAS_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL is required here (BAS_REQUIRE_POSTGRES) but: {reason}")
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_catalog(
+    postgres_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TiledCatalog]:
+    """A real in-process tiled app whose catalog and tables are in PostgreSQL."""
+    from bluesky_analysis_store._store import catalog_tree
+
+    directory = tmp_path_factory.mktemp("tiled-pg")
+    tree = catalog_tree(
+        f"postgresql+asyncpg://{postgres_server}/catalog",
+        directory,
+        tables_uri=f"postgresql://{postgres_server}/tables",
+    )
+    with _serve_in_process(tree, directory / "files") as catalog:
+        yield catalog
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_catalog(request: pytest.FixtureRequest) -> TiledCatalog:
+    """Each store test runs on SQLite and on PostgreSQL."""
+    return request.getfixturevalue(
+        f"{'tiled' if request.param == 'sqlite' else 'postgres'}_catalog"
+    )

@@ -15,8 +15,8 @@ from bluesky_analysis_store import (
 
 
 @pytest.fixture
-def store(tiled_catalog):
-    return AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())
+def store(any_catalog):
+    return AnalysisStore(any_catalog.new_runs_container(), any_catalog.new_root())
 
 
 def _save(store, parents=(PARENT_UID,), name="reduce_spectrum", **kwargs):
@@ -124,9 +124,9 @@ def _raw_run(runs):
     return bundle.start_doc["uid"]
 
 
-def test_lineage_across_raw_and_analysis_catalogs(tiled_catalog, tmp_path):
-    raw = tiled_catalog.new_runs_container()
-    store = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root(), raw=raw)
+def test_lineage_across_raw_and_analysis_catalogs(any_catalog, tmp_path):
+    raw = any_catalog.new_runs_container()
+    store = AnalysisStore(any_catalog.new_runs_container(), any_catalog.new_root(), raw=raw)
     raw_uid = _raw_run(raw)
     first = _save(store, parents=[raw[raw_uid]], name="fit_peak", step=1)
     second = _save(store, parents=[store[first]], name="compare", step=2)
