@@ -243,6 +243,7 @@ def _stream_documents(
     plans: list[_KeyPlan],
     asset_form: AssetForm,
     now: float,
+    event_pages: bool,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     descriptor = bundle.compose_descriptor(
         name=stream, data_keys={p.key: _data_key(p, asset_form) for p in plans}, time=now
@@ -286,18 +287,23 @@ def _stream_documents(
             yield from (("datum", datum) for datum in datums)
             datum_ids[plan.key] = [datum["datum_id"] for datum in datums]
     inline = [p for p in plans if p.writer is None]
+    events = []
     for i, (_, data) in enumerate(entries):
         values = {p.key: to_json_value(data[p.key]) for p in inline}
         values.update({key: ids[i] for key, ids in datum_ids.items()})
-        yield (
-            "event",
+        events.append(
             descriptor.compose_event(
                 data=values,
                 timestamps=dict.fromkeys(values, now),
                 filled=dict.fromkeys(datum_ids, False),
                 time=now,
-            ),
+                validate=False,  # every document is validated once, before files are published
+            )
         )
+    if event_pages:
+        yield "event_page", dict(event_model.pack_event_page(*events))
+    else:
+        yield from (("event", event) for event in events)
 
 
 def compose_analysis_run(
@@ -312,6 +318,7 @@ def compose_analysis_run(
     provenance: Provenance | Mapping[str, Any] | None = None,
     policy: ProvenancePolicy | None = None,
     packet: MetadataPacket | None = None,
+    event_pages: bool = False,
 ) -> ComposedRun:
     """Write an analysis run's files and compose its event-model documents (DBEP 6).
 
@@ -359,6 +366,9 @@ def compose_analysis_run(
     packet : MetadataPacket, optional
         Sample and system metadata merged into the start document; its transient keys are
         cleared once the run is composed.
+    event_pages : bool
+        Emit one ``event_page`` per stream instead of one ``event`` per entry (far cheaper to
+        validate and insert; every consumer of event-model documents reads both).
 
     Returns
     -------
@@ -415,7 +425,9 @@ def compose_analysis_run(
         documents: list[tuple[str, dict[str, Any]]] = [("start", start)]
         for stream, entries in streams.items():
             documents.extend(
-                _stream_documents(bundle, stream, entries, plans[stream], asset_form, now)
+                _stream_documents(
+                    bundle, stream, entries, plans[stream], asset_form, now, event_pages
+                )
             )
         stop = bundle.compose_stop(exit_status="success", time=now)
         documents.append(("stop", dict(stop)))

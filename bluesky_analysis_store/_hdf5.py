@@ -50,6 +50,8 @@ class HDF5Writer(ClosingContext):
         self._file: h5py.File | None = h5py.File(resource_path, "x", libver="latest")
         self._dataset: h5py.Dataset | None = None
         self._count = 0
+        self._pending: list[np.ndarray] = []  # small frames, written one chunk at a time
+        self._written = 0
 
     def _create_dataset(self, frame: np.ndarray) -> h5py.Dataset:
         assert self._file is not None
@@ -78,19 +80,43 @@ class HDF5Writer(ClosingContext):
                 f"{self._path} holds shape {self._dataset.shape[1:]} and dtype "
                 f"{self._dataset.dtype}"
             )
-        capacity = self._dataset.shape[0]
-        if self._count == capacity:
-            # Grow geometrically: one resize per frame costs more than the write itself.
-            self._dataset.resize(max(2 * capacity, self._dataset.chunks[0]), axis=0)
-        self._dataset[self._count] = frame
+        per_chunk = self._dataset.chunks[0]
+        if per_chunk == 1:  # a big frame: write it as it comes, no copy
+            self._write_block(frame[np.newaxis])
+        else:  # small frames: one HDF5 write per chunk instead of one per frame
+            self._pending.append(np.array(frame, copy=True))
+            if len(self._pending) == per_chunk:
+                self._flush()
         self._count += 1
         return {"point_number": self._count - 1}
+
+    def _write_block(self, block: np.ndarray) -> None:
+        assert self._dataset is not None
+        start = self._written
+        stop = start + len(block)
+        if stop > self._dataset.shape[0]:
+            # Grow geometrically: one resize per frame costs more than the write itself.
+            self._dataset.resize(max(2 * self._dataset.shape[0], stop), axis=0)
+        self._dataset[start:stop] = block
+        self._written = stop
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        first = self._pending[0]
+        # np.stack would turn big-endian frames native: fill a block of the stored dtype
+        block = np.empty((len(self._pending), *first.shape), dtype=first.dtype)
+        for i, frame in enumerate(self._pending):
+            block[i] = frame
+        self._pending = []
+        self._write_block(block)
 
     def close(self) -> None:
         if self._file is None:
             return
         if self._dataset is not None:
-            self._dataset.resize(self._count, axis=0)
+            self._flush()
+            self._dataset.resize(self._written, axis=0)
         self._file.close()
         self._file = None
         fsync_path(self._path)

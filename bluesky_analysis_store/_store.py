@@ -101,6 +101,19 @@ def runs_container(client: Any, name: str = RUNS_CONTAINER) -> Any:
     return client.create_container(name, specs=[Spec(CATALOG_SPEC[0], version=CATALOG_SPEC[1])])
 
 
+def remove_files(files: Sequence[Path], root: Path) -> None:
+    """Delete ``files`` and the directories under ``root`` they leave empty."""
+    for path in files:
+        path.unlink(missing_ok=True)
+        for directory in path.parents:
+            if directory == root or not directory.is_relative_to(root):
+                break
+            try:
+                directory.rmdir()
+            except OSError:  # not empty
+                break
+
+
 class AnalysisStore:
     """Analysis runs in a tiled catalog: save, insert documents, find, read back.
 
@@ -180,14 +193,16 @@ class AnalysisStore:
                 "root= is required for a served store: a directory the tiled server can read "
                 "(one of its readable_storage paths), where derived files are written"
             )
+        context = None
         if isinstance(target, str):
             from tiled.client import from_uri
 
             client = from_uri(target, api_key=api_key)
+            context = client.context  # ours to close
         else:
             client = target
         raw_runs = runs_container(client, raw) if isinstance(raw, str) else raw
-        return cls(runs_container(client), root, registry=registry, raw=raw_runs)
+        return cls(runs_container(client), root, registry=registry, raw=raw_runs, context=context)
 
     def save(
         self,
@@ -200,10 +215,13 @@ class AnalysisStore:
         packet: MetadataPacket | None = None,
         asset_form: AssetForm = "stream_resource",
         uid: str | None = None,
+        event_pages: bool = True,
     ) -> str:
         """Compose an analysis run (files + documents), insert it, and return its uid.
 
-        Arguments are those of :func:`compose_analysis_run`; files go under the store's root.
+        Arguments are those of :func:`compose_analysis_run` (events go in as event pages by
+        default); files go under the store's root. If the run cannot be inserted at all, its
+        files are removed again.
         """
         run = compose_analysis_run(
             data_dicts,
@@ -216,9 +234,15 @@ class AnalysisStore:
             provenance=provenance,
             policy=policy,
             packet=packet,
+            event_pages=event_pages,
         )
-        for name, doc in run:
-            self.insert(name, doc)
+        try:
+            for name, doc in run:
+                self.insert(name, doc)
+        except Exception:
+            if run.uid not in self.runs:  # nothing refers to the files: take them back
+                remove_files(run.files, self.root)
+            raise
         return run.uid
 
     def insert(self, name: str, doc: dict[str, Any]) -> None:
@@ -295,7 +319,7 @@ class AnalysisStore:
         return build_lineage_graph(start["uid"], self.start_document, self.derived_from)
 
     def close(self) -> None:
-        """Release an embedded store's in-process server (idempotent)."""
+        """Release what :meth:`open` opened: the in-process server or the HTTP connections."""
         if self._context is not None:
             self._context.close()
             self._context = None

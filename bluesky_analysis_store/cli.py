@@ -38,6 +38,28 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ._server import READ_KEY_ENV, WRITE_KEY_ENV, build_server_app
+
+    app = build_server_app(
+        args.directory,
+        os.environ.get(WRITE_KEY_ENV, ""),
+        read_key=os.environ.get(READ_KEY_ENV) or None,
+        catalog_uri=args.catalog,
+        tables_uri=args.tables,
+    )
+    files = args.directory.resolve() / "files"
+    print(
+        f"serving the analysis store {args.directory} at http://{args.host}:{args.port} "
+        f"(derived files under {files}; keys from ${WRITE_KEY_ENV} and ${READ_KEY_ENV})",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def _save(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -133,6 +155,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="where everything goes (default: a new bas-demo-* directory in the current one)",
     )
     demo.set_defaults(func=_demo)
+
+    serve = commands.add_parser(
+        "serve",
+        help=f"run a tiled server for an analysis store (write key from ${API_KEY_ENV}, "
+        "optional read-only key from $BAS_READ_API_KEY)",
+    )
+    serve.add_argument("directory", type=Path, help="the store directory (files, tiled storage)")
+    serve.add_argument(
+        "--catalog",
+        help="catalog database, e.g. postgresql+asyncpg://USER@HOST:PORT/DB "
+        "(default: DIRECTORY/catalog.db, SQLite)",
+    )
+    serve.add_argument(
+        "--tables", help="table storage, e.g. postgresql://USER@HOST:PORT/DB (default: duckdb)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000, help="default: 8000")
+    serve.set_defaults(func=_serve)
 
     def store_command(name: str, help_text: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)

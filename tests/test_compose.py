@@ -171,3 +171,21 @@ def test_uid_can_be_chosen_and_documents_replay_as_copies(tmp_path):
     first[0][1]["uid"] = "changed"
     assert next(iter(run))[1]["uid"] == "my-uid-1"
     assert len(run) == len(first) == 4
+
+
+def test_event_pages_carry_the_same_events(tmp_path):
+    from event_model import unpack_event_page
+
+    data = example_data_dicts(points=5)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    plain = compose(data, {}, root=tmp_path / "a", asset_form="resource")
+    paged = compose(data, {}, root=tmp_path / "b", asset_form="resource", event_pages=True)
+    pages = _by_name(paged)["event_page"]
+    assert "event" not in _by_name(paged)
+    assert [len(page["seq_num"]) for page in pages] == [5, 1, 1]
+    unpacked = [event for page in pages for event in unpack_event_page(page)]
+    expected = _by_name(plain)["event"]
+    assert [e["seq_num"] for e in unpacked] == [e["seq_num"] for e in expected]
+    assert [e["data"].keys() for e in unpacked] == [e["data"].keys() for e in expected]
+    assert [e["data"]["mu"] for e in unpacked[:5]] == [e["data"]["mu"] for e in expected[:5]]
