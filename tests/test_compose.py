@@ -9,7 +9,7 @@ import pytest
 from event_model import DocumentNames, schema_validators
 from helpers import compose
 
-from bluesky_analysis_store import NPYWriter
+from bluesky_analysis_store import AnalysisInputError, NPYWriter
 from bluesky_analysis_store._demo import example_data_dicts
 
 FORMS = ["stream_resource", "resource"]
@@ -189,3 +189,26 @@ def test_event_pages_carry_the_same_events(tmp_path):
     assert [e["seq_num"] for e in unpacked] == [e["seq_num"] for e in expected]
     assert [e["data"].keys() for e in unpacked] == [e["data"].keys() for e in expected]
     assert [e["data"]["mu"] for e in unpacked[:5]] == [e["data"]["mu"] for e in expected[:5]]
+
+
+def test_event_page_validation_checks_structure_and_sampled_rows():
+    from jsonschema import ValidationError
+
+    from bluesky_analysis_store._compose import validate_document
+
+    page = {
+        "descriptor": "d",
+        "uid": ["a", "b", "c", "d"],
+        "time": [1.0, 2.0, 3.0, 4.0],
+        "seq_num": [1, 2, 3, 4],
+        "data": {"x": [1, 2, 3, 4]},
+        "timestamps": {"x": [1.0, 2.0, 3.0, 4.0]},
+        "filled": {},
+    }
+    validate_document("event_page", page)
+    ragged = {**page, "data": {"x": [1, 2, 3]}}
+    with pytest.raises(AnalysisInputError, match=r"columns differ in length: \[3, 4\]"):
+        validate_document("event_page", ragged)
+    bad_last = {**page, "seq_num": [1, 2, 3, "four"]}
+    with pytest.raises(ValidationError):
+        validate_document("event_page", bad_last)
