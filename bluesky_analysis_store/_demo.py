@@ -114,12 +114,13 @@ def run_demo(directory: Path | None = None, say: Callable[[str], None] = print) 
     from bluesky.plans import scan
     from bluesky_tiled_plugins.writing.tiled_writer import TiledWriter
     from ophyd.sim import det, motor
+    from tqdm import tqdm
 
     engine = RunEngine({})
     engine.subscribe(TiledWriter(store.raw))
     packet = MetadataPacket(profile="bas-demo")
     raw_uids: list[str] = []
-    for center in (-0.5, 0.0, 0.7):
+    for center in tqdm((-0.5, 0.0, 0.7), desc="raw scans", unit="scan", disable=None):
         det.center.put(center)
         packet.set_sample(f"crystal at {center:+.1f}", sample_composition="Si")
         result = engine(scan([det], motor, -3, 3, 31), sample_name=packet["sample_name"])
@@ -128,7 +129,7 @@ def run_demo(directory: Path | None = None, say: Callable[[str], None] = print) 
     say(f"scanned {len(raw_uids)} raw runs with ophyd.sim into the raw catalog")
 
     fit_uids = []
-    for raw_uid in raw_uids:
+    for raw_uid in tqdm(raw_uids, desc="fit_peak", unit="run", disable=None):
         raw_run = store.raw[raw_uid]
         data_dicts, parameters = fit_peak(raw_run)
         provenance = capture_provenance(fit_peak, parents=[raw_run], parameters=parameters)

@@ -80,11 +80,15 @@ def test_queries_by_lineage_sample_and_analysis(store):
 
 
 def test_bluesky_queries_work_unchanged(store):
-    from bluesky_tiled_plugins.queries import PartialUID, TimeRange
+    from bluesky_tiled_plugins.queries import PartialUID, ScanID, TimeRange
 
     uid = _save(store)
+    numbered = store.save([{"p": {"x": 1.0}}], {"scan_id": 7}, provenance=make_provenance())
+    assert list(store.search(ScanID(7))) == [numbered]
+    assert store[7].metadata["start"]["uid"] == numbered  # catalog[scan_id]
+    assert store[-1].metadata["start"]["uid"] == numbered
     assert list(store.search(PartialUID(uid[:10]))) == [uid]
-    assert list(store.search(TimeRange(since="2000-01-01"))) == [uid]
+    assert list(store.search(TimeRange(since="2000-01-01"))) == [uid, numbered]
     assert list(store.search(TimeRange(until="2000-01-01"))) == []
 
 
@@ -155,3 +159,22 @@ def test_lineage_across_raw_and_analysis_catalogs(any_catalog, tmp_path):
     titles = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}title")]
     assert sorted(titles) == sorted([raw_uid, first, second, third, orphan])
     assert len(svg.findall("{http://www.w3.org/2000/svg}line")) == 4
+
+
+def test_insert_subscribed_to_a_run_engine(tiled_catalog):
+    """store.insert takes a live document stream: RE.subscribe(store.insert)."""
+    from bluesky import RunEngine
+    from bluesky.plans import count
+    from ophyd.sim import det
+
+    from bluesky_analysis_store import ProvenancePolicy
+    from bluesky_analysis_store._start_metadata import provenance_metadata
+
+    store = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())
+    engine = RunEngine({})
+    engine.subscribe(store.insert)
+    md = provenance_metadata(make_provenance(name="live"), ProvenancePolicy())
+    (uid,) = engine(count([det], num=3), **md)
+    assert store.derived_from(PARENT_UID) == [uid]
+    assert store[uid]["primary"]["det"].read().shape == (3,)
+    assert store.by_analysis("live") == [uid]
