@@ -153,20 +153,19 @@ def build_lineage_graph(
 ) -> LineageGraph:
     """Walk parents (``find_start(uid)['parent_uids']``) up and children down from ``uid``."""
     graph = LineageGraph(focus=uid)
+    starts: dict[str, Mapping[str, Any] | None] = {}  # each a request to a catalog: fetch once
 
-    def visit(run_uid: str) -> Mapping[str, Any] | None:
-        start = find_start(run_uid)
+    def visit(run_uid: str) -> None:
+        start = starts[run_uid] = find_start(run_uid)
         kind, label = _label(start) if start is not None else ("missing", "not found")
         graph.nodes.setdefault(run_uid, LineageNode(run_uid, kind, label))
-        return start
 
     frontier = [uid]
     visit(uid)
     while frontier:  # ancestors
         nxt = []
         for child in frontier:
-            start = find_start(child)
-            for parent in (start or {}).get("parent_uids", []):
+            for parent in (starts[child] or {}).get("parent_uids", []):
                 graph.edges.add((parent, child))
                 if parent not in graph.nodes:
                     visit(parent)

@@ -163,9 +163,9 @@ def build_server_app(
     else:
         tree = catalog_tree(catalog_uri, directory, tables_uri=tables_uri)
     # Create the runs container once, in process, before anyone connects.
-    from ._store import _in_process_client
+    from ._store import in_process_client
 
-    context, client = _in_process_client(tree)
+    context, client = in_process_client(tree)
     try:
         runs_container(client, RUNS_CONTAINER)
     finally:

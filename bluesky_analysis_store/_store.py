@@ -5,11 +5,11 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from ._compose import AssetForm, compose_analysis_run, default_registry
 from ._errors import AnalysisStoreError
+from ._files import ClosingContext
 from ._lineage_graph import LineageGraph, build_lineage_graph
 from ._pairs import PairRegistry
 from ._policy import ProvenancePolicy
@@ -71,7 +71,8 @@ def embedded_tree(directory: Path) -> Any:
     )
 
 
-def _in_process_client(tree: Any) -> tuple[Any, Any]:
+def in_process_client(tree: Any) -> tuple[Any, Any]:
+    """``(context, client)`` of a tiled app on ``tree``, served in process; close the context."""
     import logging
 
     from tiled.client import Context, from_context
@@ -114,7 +115,7 @@ def remove_files(files: Sequence[Path], root: Path) -> None:
                 break
 
 
-class AnalysisStore:
+class AnalysisStore(ClosingContext):
     """Analysis runs in a tiled catalog: save, insert documents, find, read back.
 
     Build one with :meth:`open`. ``store.runs`` is the bluesky-tiled-plugins
@@ -182,7 +183,7 @@ class AnalysisStore:
         """
         if isinstance(target, str | Path) and not str(target).startswith(("http://", "https://")):
             directory = Path(target).resolve()
-            context, client = _in_process_client(embedded_tree(directory))
+            context, client = in_process_client(embedded_tree(directory))
             files = Path(root) if root is not None else directory / "files"
             raw_runs = runs_container(client, raw) if isinstance(raw, str) else raw
             return cls(
@@ -323,14 +324,3 @@ class AnalysisStore:
         if self._context is not None:
             self._context.close()
             self._context = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

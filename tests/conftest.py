@@ -37,11 +37,13 @@ class TiledCatalog:
 
 @contextmanager
 def _serve_in_process(tree: Any, files: Path) -> Iterator[TiledCatalog]:
-    from tiled.client import Context, from_context
-    from tiled.server.app import build_app
+    from bluesky_analysis_store._store import in_process_client
 
-    with Context.from_app(build_app(tree)) as context:
-        yield TiledCatalog(from_context(context), files)
+    context, client = in_process_client(tree)
+    try:
+        yield TiledCatalog(client, files)
+    finally:
+        context.close()
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from bluesky_analysis_store import ComposedRun, Provenance, capture_provenance, compose_analysis_run
 
 PARENT_UID = "0f3c5a8e-9b1d-4c2e-8a7f-1d2e3f4a5b6c"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def reduce_spectrum(data: Any) -> Any:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from helpers import free_port
 
 
 class PostgresUnavailableError(RuntimeError):
@@ -25,12 +26,6 @@ def _binaries() -> Path:
             "(CI installs them: apt-get install postgresql)"
         )
     return Path(found[-1]).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_postgres(command: str) -> None:
@@ -64,7 +59,7 @@ def throwaway_cluster(databases: tuple[str, ...] = ("catalog", "tables")) -> Ite
     directory = Path(tempfile.mkdtemp(prefix="bas-pg-", dir=base))
     if os.geteuid() == 0:
         shutil.chown(directory, user="postgres", group="postgres")
-    data, port = directory / "data", _free_port()
+    data, port = directory / "data", free_port()
     try:
         _as_postgres(f"{bin_dir}/initdb -D {data} -U tiled --auth=trust -E UTF8 >/dev/null")
         _as_postgres(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from helpers import make_provenance
+from helpers import free_port, make_provenance
 
 from bluesky_analysis_store import AnalysisStore
 
@@ -31,12 +30,6 @@ class Server:
 
     def store(self, key: str) -> AnalysisStore:
         return AnalysisStore.open(self.uri, api_key=key, root=self.directory / "files")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _bas_serve(
@@ -58,7 +51,7 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
         pg = request.getfixturevalue("postgres_server")
         extra = ["--catalog", f"postgresql+asyncpg://{pg}/catalog"]
         extra += ["--tables", f"postgresql://{pg}/tables"]
-    port = _free_port()
+    port = free_port()
     env = {"BAS_API_KEY": WRITE_KEY, "BAS_READ_API_KEY": READ_KEY}
     log = directory.parent / f"{directory.name}.log"
     process = _bas_serve(directory, "--port", str(port), *extra, env=env, log=log)
@@ -161,6 +154,6 @@ def test_weak_or_missing_keys_are_refused_at_start_up(tmp_path):
     log = tmp_path / "serve.log"
     for key, message in [("", "is empty"), ("abc", "is too weak"), ("a" * 40, "repeats too few")]:
         env = {"BAS_API_KEY": key}
-        process = _bas_serve(tmp_path / "s", "--port", str(_free_port()), env=env, log=log)
+        process = _bas_serve(tmp_path / "s", "--port", str(free_port()), env=env, log=log)
         assert process.wait(timeout=120) == 1
         assert f"bas serve: error: $BAS_API_KEY {message}" in log.read_text()
