@@ -47,7 +47,7 @@ from bluesky_analysis_store import (
     capture_provenance,
     compose_analysis_run,
 )
-from bluesky_analysis_store._store import _in_process_client, embedded_tree, runs_container
+from bluesky_analysis_store._store import embedded_tree, in_process_client, runs_container
 
 RAW_PARENT = "0f3c5a8e-9b1d-4c2e-8a7f-1d2e3f4a5b6c"
 WRITERS = {"image": "BAS_HDF5"}
@@ -101,7 +101,7 @@ class Tree:
 
     def __init__(self, directory: Path) -> None:
         self.files = directory / "files"
-        self.context, self.client = _in_process_client(embedded_tree(directory))
+        self.context, self.client = in_process_client(embedded_tree(directory))
         self._count = 0
 
     def new_container(self, prefix: str) -> Any:

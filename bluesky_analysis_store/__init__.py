@@ -56,6 +56,7 @@ _EXPORTS = {
     "SampleUUID": "._queries",
     "AnalysisName": "._queries",
     "AnalysisVersion": "._queries",
+    "ExitStatus": "._queries",
     "ProvenanceError": "._errors",
     "AnalysisStoreError": "._errors",
     "AnalysisInputError": "._errors",
@@ -63,6 +64,16 @@ _EXPORTS = {
     "UnknownSpecError": "._errors",
     "DuplicateSpecError": "._errors",
     "UnsupportedValueError": "._errors",
+    "LiveAnalysis": "._live",
+    "CollectedRun": "._live",
+    "AnalysisFailure": "._live",
+    "analysis_runs_only": "._routing",
+    "raw_runs_only": "._routing",
+    "normalize_and_bin": "._analyses",
+    "ImageProfilePeak": "._analyses",
+    "AnalysisDevice": "._device",
+    "analyze": "._plans",
+    "install_profile": "._profile",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -83,6 +94,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from ._analyses import ImageProfilePeak, normalize_and_bin
     from ._capture import (
         capture_code,
         capture_environment,
@@ -91,6 +103,7 @@ if TYPE_CHECKING:
         describe_parent,
     )
     from ._compose import ComposedRun, compose_analysis_run, default_registry
+    from ._device import AnalysisDevice
     from ._errors import (
         AnalysisInputError,
         AnalysisStoreError,
@@ -101,9 +114,12 @@ if TYPE_CHECKING:
         UnsupportedValueError,
     )
     from ._hdf5 import HDF5_PAIR, HDF5Handler, HDF5Writer
+    from ._live import AnalysisFailure, CollectedRun, LiveAnalysis
     from ._npy import NPY_PAIR, NPYHandler, NPYWriter
     from ._pairs import PAIRS_ENTRY_POINT_GROUP, PairRegistry, WriterHandlerPair
+    from ._plans import analyze
     from ._policy import ProvenancePolicy
+    from ._profile import install_profile
     from ._protocols import Handler, Writer
     from ._provenance import (
         CodeProvenance,
@@ -113,7 +129,15 @@ if TYPE_CHECKING:
         Provenance,
         lineage_hash,
     )
-    from ._queries import AnalysisName, AnalysisVersion, DerivedFrom, LineageHash, SampleUUID
+    from ._queries import (
+        AnalysisName,
+        AnalysisVersion,
+        DerivedFrom,
+        ExitStatus,
+        LineageHash,
+        SampleUUID,
+    )
+    from ._routing import analysis_runs_only, raw_runs_only
     from ._samples import MetadataPacket, new_sample_uuid
     from ._store import AnalysisStore
     from ._table import TABLE_PAIR, TableHandler, TableWriter, records_to_dataframe

@@ -12,7 +12,10 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from ._capture import capture_provenance
+from ._errors import AnalysisStoreError
+from ._live import LiveAnalysis
+from ._plans import analyze
+from ._routing import analysis_runs_only, raw_runs_only
 from ._samples import MetadataPacket
 from ._store import AnalysisStore
 
@@ -49,7 +52,8 @@ def example_data_dicts(points: int = 20, seed: int = 0) -> list[dict[str, dict[s
 
 
 def fit_peak(raw_run: Any) -> tuple[list[dict[str, dict[str, Any]]], dict[str, Any]]:
-    """First analysis: normalize a raw scan's detector profile and fit its peak (moments)."""
+    """First analysis, live on each scan: normalize the detector profile and fit its peak
+    (moments)."""
     table = raw_run["primary"].read()
     x = np.asarray(table["motor"], dtype=float)
     y = np.asarray(table["det"], dtype=float)
@@ -68,8 +72,8 @@ def fit_peak(raw_run: Any) -> tuple[list[dict[str, dict[str, Any]]], dict[str, A
 fit_peak.version = "1.0"  # type: ignore[attr-defined]
 
 
-def compare_peaks(fit_runs: list[Any]) -> tuple[list[dict[str, dict[str, Any]]], dict[str, Any]]:
-    """Second analysis, reading the first one's output: each peak's shift from the mean center."""
+def compare_peaks(*fit_runs: Any) -> tuple[list[dict[str, dict[str, Any]]], dict[str, Any]]:
+    """Second analysis, a plan reading the first one's runs: each peak's shift from the mean."""
     centers = [float(run["fit"].read()["center"][0]) for run in fit_runs]
     mean = float(np.mean(centers))
     data_dicts: list[dict[str, dict[str, Any]]] = [
@@ -97,8 +101,10 @@ class DemoResult:
 def run_demo(directory: Path | None = None, say: Callable[[str], None] = print) -> DemoResult:
     """A small beamline session on the embedded default store, with two chained analyses.
 
-    ophyd.sim devices are scanned by a real RunEngine into a raw catalog; ``fit_peak`` analyses
-    each raw run, ``compare_peaks`` reads those analysis runs; all are saved with provenance.
+    A real RunEngine scans ophyd.sim devices into a raw catalog while ``fit_peak`` is
+    subscribed as a :class:`LiveAnalysis` (the callback path); then the plan
+    :func:`analyze` runs ``compare_peaks`` on those results through the same RunEngine (the
+    plan path). All runs are saved with provenance.
     """
     if directory is None:
         directory = Path.cwd() / time.strftime("bas-demo-%Y%m%d-%H%M%S")
@@ -117,7 +123,10 @@ def run_demo(directory: Path | None = None, say: Callable[[str], None] = print) 
     from tqdm import tqdm
 
     engine = RunEngine({})
-    engine.subscribe(TiledWriter(store.raw))
+    engine.subscribe(raw_runs_only(TiledWriter(store.raw)))
+    engine.subscribe(analysis_runs_only(store.insert))
+    live = LiveAnalysis(fit_peak, store, plan_names=["scan"])
+    engine.subscribe(live)
     packet = MetadataPacket(profile="bas-demo")
     raw_uids: list[str] = []
     for center in tqdm((-0.5, 0.0, 0.7), desc="raw scans", unit="scan", disable=None):
@@ -127,18 +136,17 @@ def run_demo(directory: Path | None = None, say: Callable[[str], None] = print) 
         (uid,) = cast(tuple[str, ...], result)
         raw_uids.append(uid)
     say(f"scanned {len(raw_uids)} raw runs with ophyd.sim into the raw catalog")
+    live.wait()
+    if live.failures:
+        raise AnalysisStoreError(f"fit_peak failed: {live.failures[0].error}")
+    fit_uids = [live.saved[uid] for uid in raw_uids]
+    say(f"LiveAnalysis saved {len(fit_uids)} fit_peak runs as the scans finished")
 
-    fit_uids = []
-    for raw_uid in tqdm(raw_uids, desc="fit_peak", unit="run", disable=None):
-        raw_run = store.raw[raw_uid]
-        data_dicts, parameters = fit_peak(raw_run)
-        provenance = capture_provenance(fit_peak, parents=[raw_run], parameters=parameters)
-        fit_uids.append(store.save(data_dicts, {}, provenance=provenance))
-    fit_runs = [store[uid] for uid in fit_uids]
-    data_dicts, parameters = compare_peaks(fit_runs)
-    provenance = capture_provenance(compare_peaks, parents=fit_runs, parameters=parameters)
-    comparison_uid = store.save(data_dicts, {}, provenance=provenance)
-    say("saved 3 fit_peak runs and 1 compare_peaks run (which reads them), with provenance")
+    (comparison_uid,) = cast(
+        tuple[str, ...],
+        engine(analyze(compare_peaks, fit_uids, catalog=store.runs, root=store.root)),
+    )
+    say("the analyze plan saved 1 compare_peaks run (which reads them) through the RunEngine")
     picture = store.lineage(comparison_uid).write_svg(directory / "lineage.svg")
     return DemoResult(directory, store, raw_uids, fit_uids, comparison_uid, picture)
 

@@ -42,3 +42,12 @@ def AnalysisVersion(version: str) -> Any:  # noqa: N802
     from tiled.queries import Eq
 
     return Eq("start.analysis_version", version)
+
+
+def ExitStatus(status: str) -> Any:  # noqa: N802
+    """Runs whose stop document says ``exit_status == status`` (``"success"``, ``"fail"``,
+    ``"abort"``); a run without a stop document (still being written, or cut off) matches
+    none."""
+    from tiled.queries import Eq
+
+    return Eq("stop.exit_status", status)

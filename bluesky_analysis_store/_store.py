@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +12,18 @@ from ._errors import AnalysisStoreError
 from ._files import ClosingContext
 from ._lineage_graph import LineageGraph, build_lineage_graph
 from ._pairs import PairRegistry
-from ._policy import ProvenancePolicy
+from ._policy import ProvenancePolicy, enforce_provenance
 from ._provenance import Provenance
-from ._queries import AnalysisName, AnalysisVersion, DerivedFrom, LineageHash, SampleUUID
+from ._queries import (
+    AnalysisName,
+    AnalysisVersion,
+    DerivedFrom,
+    ExitStatus,
+    LineageHash,
+    SampleUUID,
+)
 from ._samples import MetadataPacket
+from ._start_metadata import start_metadata
 
 #: Name of the CatalogOfBlueskyRuns container that holds the analysis runs.
 RUNS_CONTAINER = "analysis"
@@ -270,9 +278,21 @@ class AnalysisStore(ClosingContext):
             result = result.search(query)
         return result
 
-    def derived_from(self, uid: str, *, recursive: bool = False) -> list[str]:
+    def _finished(self, *queries: Any, include_incomplete: bool) -> list[str]:
+        if not include_incomplete:
+            queries = (*queries, ExitStatus("success"))
+        return list(self.search(*queries))
+
+    def derived_from(
+        self, uid: str, *, recursive: bool = False, include_incomplete: bool = False
+    ) -> list[str]:
         """Uids of the analysis runs whose parents include ``uid`` (its whole subtree if
-        ``recursive``), breadth first, each once."""
+        ``recursive``), breadth first, each once.
+
+        Only runs whose stop document says ``exit_status == "success"`` are listed, unless
+        ``include_incomplete``: failed analyses (see :meth:`failed_analyses`) and runs still
+        being written (or cut off) are hidden.
+        """
         found: list[str] = []
         frontier = [uid]
         seen = {uid}
@@ -280,7 +300,9 @@ class AnalysisStore(ClosingContext):
             children = [
                 child
                 for parent in frontier
-                for child in self.search(DerivedFrom(parent))
+                for child in self._finished(
+                    DerivedFrom(parent), include_incomplete=include_incomplete
+                )
                 if child not in seen
             ]
             children = list(dict.fromkeys(children))
@@ -289,18 +311,81 @@ class AnalysisStore(ClosingContext):
             frontier = children if recursive else []
         return found
 
-    def with_lineage(self, lineage_hash: str) -> list[str]:
-        """Uids of the runs with this lineage hash (already computed?)."""
-        return list(self.search(LineageHash(lineage_hash)))
+    def with_lineage(self, lineage_hash: str, *, include_incomplete: bool = False) -> list[str]:
+        """Uids of the (complete) runs with this lineage hash (already computed?)."""
+        return self._finished(LineageHash(lineage_hash), include_incomplete=include_incomplete)
 
-    def of_sample(self, sample_uuid: str) -> list[str]:
-        """Uids of the runs about one sample."""
-        return list(self.search(SampleUUID(sample_uuid)))
+    def of_sample(self, sample_uuid: str, *, include_incomplete: bool = False) -> list[str]:
+        """Uids of the (complete) runs about one sample."""
+        return self._finished(SampleUUID(sample_uuid), include_incomplete=include_incomplete)
 
-    def by_analysis(self, name: str, version: str | None = None) -> list[str]:
-        """Uids of the runs of an analysis (and version)."""
+    def by_analysis(
+        self, name: str, version: str | None = None, *, include_incomplete: bool = False
+    ) -> list[str]:
+        """Uids of the (complete) runs of an analysis (and version)."""
         queries = [AnalysisName(name)] + ([AnalysisVersion(version)] if version else [])
-        return list(self.search(*queries))
+        return self._finished(*queries, include_incomplete=include_incomplete)
+
+    def record_failure(
+        self,
+        provenance: Provenance | Mapping[str, Any],
+        reason: str,
+        *,
+        md: Mapping[str, Any] | None = None,
+        policy: ProvenancePolicy | None = None,
+    ) -> str:
+        """Record that an analysis failed on its parents: a run with no data whose stop
+        document says ``exit_status="fail"`` and ``reason``. Returns its uid.
+
+        The start document carries the provenance (so the same queries find it), which is how
+        :meth:`failed_analyses` and :meth:`missing_analysis` answer "which runs lack their
+        analysis, and why". Queries for results hide it.
+        """
+        import event_model
+
+        policy = policy if policy is not None else ProvenancePolicy()
+        metadata = start_metadata(md or {}, enforce_provenance(provenance, policy), policy)
+        bundle = event_model.compose_run(metadata=metadata)
+        stop = bundle.compose_stop(exit_status="fail", reason=reason)
+        self.insert("start", dict(bundle.start_doc))
+        self.insert("stop", dict(stop))
+        return str(bundle.start_doc["uid"])
+
+    def failed_analyses(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The recorded analysis failures (of analysis ``name``, or all): for each, the record's
+        ``uid``, ``analysis_name``, ``analysis_version``, ``parent_uids`` and ``reason``."""
+        queries = [ExitStatus("fail")] + ([AnalysisName(name)] if name else [])
+        failures = []
+        for uid, run in self.search(*queries).items():
+            start, stop = run.metadata["start"], run.metadata.get("stop") or {}
+            failures.append(
+                {
+                    "uid": uid,
+                    "analysis_name": start.get("analysis_name"),
+                    "analysis_version": start.get("analysis_version"),
+                    "parent_uids": list(start.get("parent_uids", [])),
+                    "reason": stop.get("reason", ""),
+                }
+            )
+        return failures
+
+    def missing_analysis(
+        self, name: str, raw_uids: Iterable[str] | None = None, *, version: str | None = None
+    ) -> list[str]:
+        """Which of ``raw_uids`` (default: every run of the raw catalog) have no complete run
+        of analysis ``name`` (and ``version``) derived from them, in the given order."""
+        if raw_uids is None:
+            if self.raw is None:
+                raise AnalysisStoreError(
+                    "missing_analysis needs raw_uids=... or a store opened with raw=..."
+                )
+            raw_uids = list(self.raw)
+        analysed = {
+            parent
+            for uid in self.by_analysis(name, version)
+            for parent in self.runs[uid].metadata["start"].get("parent_uids", [])
+        }
+        return [uid for uid in raw_uids if uid not in analysed]
 
     def start_document(self, uid: str) -> dict[str, Any] | None:
         """The start document of ``uid`` from the analysis or the raw catalog, or None."""

@@ -135,6 +135,17 @@ def _lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile_install(args: argparse.Namespace) -> int:
+    from ._profile import install_profile, startup_files
+
+    profile = install_profile(args.name, args.ipython_dir, force=args.force)
+    names = ", ".join(entry.name for entry in startup_files())
+    where = f" --ipython-dir={args.ipython_dir}" if args.ipython_dir is not None else ""
+    print(f"installed {names} into {profile / 'startup'}")
+    print(f"start it with: ipython{where} --profile={args.name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``bas`` argument parser (one sub-command per task)."""
     parser = argparse.ArgumentParser(
@@ -210,6 +221,24 @@ def build_parser() -> argparse.ArgumentParser:
     lineage.add_argument("uid")
     lineage.add_argument("--output", type=Path, help="write the graph as SVG to this file")
     lineage.set_defaults(func=_lineage)
+
+    profile = commands.add_parser("profile", help="the IPython beamline profile")
+    profile_commands = profile.add_subparsers(
+        dest="profile_command", required=True, metavar="COMMAND"
+    )
+    install = profile_commands.add_parser(
+        "install",
+        help="copy the profile's startup files into IPYTHONDIR/profile_NAME/startup "
+        "(settings come from environment variables at every start)",
+    )
+    install.add_argument("name", nargs="?", default="bas", help="profile name (default: bas)")
+    install.add_argument(
+        "--ipython-dir", type=Path, help="IPython's directory (default: $IPYTHONDIR or ~/.ipython)"
+    )
+    install.add_argument(
+        "--force", action="store_true", help="overwrite startup files of the same name that differ"
+    )
+    install.set_defaults(func=_profile_install)
     return parser
 
 

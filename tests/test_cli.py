@@ -16,6 +16,8 @@ def test_demo_runs_a_session_and_shows_what_a_user_checks(tmp_path):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "scanned 3 raw runs with ophyd.sim into the raw catalog" in out
+    assert "LiveAnalysis saved 3 fit_peak runs as the scans finished" in out  # callback path
+    assert "the analyze plan saved 1 compare_peaks run" in out  # plan path
     derived = next(line for line in out.splitlines() if line.startswith("derived runs of raw"))
     assert "(fit_peak)" in derived
     assert "(compare_peaks)" in derived
@@ -33,6 +35,13 @@ def test_demo_runs_a_session_and_shows_what_a_user_checks(tmp_path):
     with AnalysisStore.open(tmp_path / "session" / "store", raw="raw") as store:
         assert len(store) == 4
         assert len(store.raw) == 3
+        raw_uid = next(iter(store.raw))
+        fits = store.derived_from(raw_uid)
+        assert [store[u].metadata["start"]["analysis_name"] for u in fits] == ["fit_peak"]
+        (comparison,) = store.derived_from(fits[0])
+        start = store[comparison].metadata["start"]
+        assert (start["analysis_name"], start["plan_name"]) == ("compare_peaks", "analyze")
+        assert len(start["parent_uids"]) == 3
     # ophyd.sim's temporary directory stayed inside the demo directory
     assert list((tmp_path / "session" / "tmp").iterdir())
 
