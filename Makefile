@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BASE_STAMP := $(VENV)/.installed-base
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint docs pytest env clean
+.PHONY: demo test lint docs pytest reliability env clean
 
 # uv (from the package registry) installs the stack in seconds; plain pip is the fallback.
 define install
@@ -44,6 +44,13 @@ pytest: $(TEST_STAMP)
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && TMPDIR=$$tmp $(PY) -m pytest
 
 test: lint docs pytest
+
+# RELIABILITY.md from the reliability tests' own figures (needs PostgreSQL, as the tests do).
+RELIABILITY_TESTS := tests/test_fsck.py tests/test_idempotent.py tests/test_spool.py \
+	tests/test_fuzz.py tests/test_access.py
+reliability: $(TEST_STAMP)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && TMPDIR=$$tmp $(PY) -m pytest -q \
+		$(RELIABILITY_TESTS) --reliability-report RELIABILITY.md
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .mypy_cache .ruff_cache .hypothesis

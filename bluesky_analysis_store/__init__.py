@@ -53,6 +53,7 @@ _EXPORTS = {
     "AnalysisStore": "._store",
     "DerivedFrom": "._queries",
     "LineageHash": "._queries",
+    "ContentHash": "._queries",
     "SampleUUID": "._queries",
     "AnalysisName": "._queries",
     "AnalysisVersion": "._queries",
@@ -64,6 +65,13 @@ _EXPORTS = {
     "UnknownSpecError": "._errors",
     "DuplicateSpecError": "._errors",
     "UnsupportedValueError": "._errors",
+    "RunConflictError": "._errors",
+    "InvalidDocumentError": "._tiled_writer",
+    "DocumentWriteError": "._tiled_writer",
+    "content_hash": "._content",
+    "check_store": "._fsck",
+    "repair": "._fsck",
+    "FsckReport": "._fsck",
     "LiveAnalysis": "._live",
     "CollectedRun": "._live",
     "AnalysisFailure": "._live",
@@ -103,16 +111,19 @@ if TYPE_CHECKING:
         describe_parent,
     )
     from ._compose import ComposedRun, compose_analysis_run, default_registry
+    from ._content import content_hash
     from ._device import AnalysisDevice
     from ._errors import (
         AnalysisInputError,
         AnalysisStoreError,
         DuplicateSpecError,
         ProvenanceError,
+        RunConflictError,
         UnknownSpecError,
         UnsafePathError,
         UnsupportedValueError,
     )
+    from ._fsck import FsckReport, check_store, repair
     from ._hdf5 import HDF5_PAIR, HDF5Handler, HDF5Writer
     from ._live import AnalysisFailure, CollectedRun, LiveAnalysis
     from ._npy import NPY_PAIR, NPYHandler, NPYWriter
@@ -132,6 +143,7 @@ if TYPE_CHECKING:
     from ._queries import (
         AnalysisName,
         AnalysisVersion,
+        ContentHash,
         DerivedFrom,
         ExitStatus,
         LineageHash,
@@ -142,5 +154,10 @@ if TYPE_CHECKING:
     from ._store import AnalysisStore
     from ._table import TABLE_PAIR, TableHandler, TableWriter, records_to_dataframe
     from ._tiff import TIFF_PAIR, TIFFHandler, TIFFWriter
-    from ._tiled_writer import analysis_tiled_writer, register_tiled_consolidators
+    from ._tiled_writer import (
+        DocumentWriteError,
+        InvalidDocumentError,
+        analysis_tiled_writer,
+        register_tiled_consolidators,
+    )
     from ._values import ValueDescription

@@ -14,6 +14,7 @@ import event_model
 from event_model import DocumentNames, schema_validators
 from event_model.documents.stream_datum import StreamRange
 
+from ._content import content_hash
 from ._errors import AnalysisInputError, AnalysisStoreError, UnsafePathError
 from ._pairs import PairRegistry
 from ._paths import check_name, contained_path
@@ -21,7 +22,7 @@ from ._policy import ProvenancePolicy, enforce_provenance
 from ._provenance import Provenance, canonical_json
 from ._samples import MetadataPacket
 from ._staging import StagedFiles
-from ._start_metadata import start_metadata
+from ._start_metadata import PROVENANCE_KEYS, start_metadata
 from ._values import ValueDescription, describe_inline, to_json_value
 from ._writer_choice import KeyWriter, normalize_writers
 
@@ -181,10 +182,27 @@ def _place_files(plans: list[_KeyPlan], start: dict[str, Any], root: Path | None
                 f"{where}: root {str(plan.root)!r} is not an existing directory"
             )
         if plan.writer.resource_func is not None:
-            docs = {"start": start, "stream_name": plan.stream}
-            relative, plan.resource_kwargs = plan.writer.resource_func(
-                docs, plan.key, **plan.writer.resource_func_kwargs
-            )
+            docs = {"start": copy.deepcopy(start), "stream_name": plan.stream}
+            try:
+                returned = plan.writer.resource_func(
+                    docs, plan.key, **plan.writer.resource_func_kwargs
+                )
+            except Exception as error:
+                raise AnalysisInputError(
+                    f"{where}: the resource func raised {type(error).__name__}: {error}"
+                ) from None
+            if (
+                not isinstance(returned, tuple)
+                or len(returned) != 2
+                or not isinstance(returned[0], str | Path)
+                or not isinstance(returned[1], Mapping)
+                or not all(isinstance(k, str) for k in returned[1])
+            ):
+                raise AnalysisInputError(
+                    f"{where}: the resource func returned {returned!r:.120}; it must return "
+                    "(resource_path: str, resource_kwargs: dict with str keys)"
+                )
+            relative, plan.resource_kwargs = str(returned[0]), dict(returned[1])
         else:
             relative = f"{start['uid']}/{plan.stream}/{plan.key}{plan.writer.pair.suffix}"
             plan.resource_kwargs = None
@@ -214,7 +232,14 @@ def _write_files(
             )
         temporary = staged.stage(plan.path)
         plan.datum_kwargs = []
-        with plan.writer.pair.writer(str(temporary), **plan.resource_kwargs) as writer:
+        try:
+            opened = plan.writer.pair.writer(str(temporary), **plan.resource_kwargs)
+        except (TypeError, ValueError) as error:
+            raise AnalysisInputError(
+                f"{_where(None, plan.stream, plan.key)}: writer {plan.writer.pair.spec!r} cannot "
+                f"be opened with resource kwargs {plan.resource_kwargs!r:.120}: {error}"
+            ) from None
+        with opened as writer:
             for n, data in entries:
                 try:
                     plan.datum_kwargs.append(writer(data[plan.key]))
@@ -359,7 +384,9 @@ def compose_analysis_run(
         Required: what produced the run (see :func:`capture_provenance`). It goes into the start
         document under ``provenance``, with copies people query by: ``analysis_name``,
         ``analysis_version``, ``parent_uids`` and ``lineage_hash``. HDF5 files also carry it
-        (and the run uid) as root attributes.
+        (and the run uid) as root attributes. The start document also gets a
+        ``content_hash``: what the run holds (metadata, every value, which pair writes each key,
+        the document form), so two runs of one lineage can be compared without reading them.
     policy : ProvenancePolicy, optional
         What the provenance must satisfy (default: :class:`ProvenancePolicy`'s defaults); it is
         recorded in the start document as ``provenance_policy``.
@@ -387,6 +414,129 @@ def compose_analysis_run(
     UnknownSpecError
         A spec name no pair is registered under.
     """
+    return plan_analysis_run(
+        data_dicts,
+        md,
+        root=root,
+        writers=writers,
+        registry=registry,
+        asset_form=asset_form,
+        uid=uid,
+        provenance=provenance,
+        policy=policy,
+        packet=packet,
+        event_pages=event_pages,
+    ).write()
+
+
+def run_content_hash(
+    metadata: Mapping[str, Any],
+    streams: Mapping[str, list[tuple[int, Mapping[str, Any]]]],
+    plans: Mapping[str, list[_KeyPlan]],
+    asset_form: str,
+) -> str:
+    """:func:`content_hash` of a planned run (its start metadata without provenance)."""
+    return content_hash(
+        {k: v for k, v in metadata.items() if k not in PROVENANCE_KEYS},
+        {stream: [data for _, data in entries] for stream, entries in streams.items()},
+        {
+            stream: {p.key: p.writer.pair.spec if p.writer else None for p in stream_plans}
+            for stream, stream_plans in plans.items()
+        },
+        asset_form,
+    )
+
+
+@dataclass
+class RunPlan:
+    """An analysis run checked and planned, nothing written yet (see :func:`plan_analysis_run`).
+
+    Attributes
+    ----------
+    uid : str
+        The run's uid.
+    start : dict
+        Its start document (``lineage_hash`` and ``content_hash`` included).
+    """
+
+    uid: str
+    start: dict[str, Any]
+    _bundle: Any
+    _streams: dict[str, list[tuple[int, Mapping[str, Any]]]]
+    _plans: dict[str, list[_KeyPlan]]
+    _asset_form: AssetForm
+    _event_pages: bool
+    _packet: MetadataPacket | None
+
+    @property
+    def lineage_hash(self) -> str:
+        """Who made it: analysis, version, parameters, parents, inputs."""
+        return str(self.start["lineage_hash"])
+
+    @property
+    def content_hash(self) -> str:
+        """What it holds: metadata and data (see :func:`content_hash`)."""
+        return str(self.start["content_hash"])
+
+    def done(self) -> None:
+        """Clear the metadata packet's transient keys: the run is saved (or was already)."""
+        if self._packet is not None:
+            self._packet.reset()
+
+    def write(self) -> ComposedRun:
+        """Write the files and compose and validate every document; on any error, no file
+        and no directory is left behind."""
+        start = self.start
+        flat_plans = [plan for stream_plans in self._plans.values() for plan in stream_plans]
+        now = time.time()
+        with StagedFiles() as staged:
+            attributes = {
+                "bluesky_analysis_store.run_uid": start["uid"],
+                "bluesky_analysis_store.provenance": canonical_json(start["provenance"]),
+            }
+            _write_files(flat_plans, self._streams, staged, attributes)
+            documents: list[tuple[str, dict[str, Any]]] = [("start", start)]
+            for stream, entries in self._streams.items():
+                documents.extend(
+                    _stream_documents(
+                        self._bundle,
+                        stream,
+                        entries,
+                        self._plans[stream],
+                        self._asset_form,
+                        now,
+                        self._event_pages,
+                    )
+                )
+            stop = self._bundle.compose_stop(exit_status="success", time=now)
+            documents.append(("stop", dict(stop)))
+            for name, doc in documents:
+                validate_document(name, doc)
+            files = staged.publish()
+        self.done()
+        return ComposedRun(uid=start["uid"], documents=tuple(documents), files=tuple(files))
+
+
+def plan_analysis_run(
+    data_dicts: Sequence[Mapping[str, Mapping[str, Any]]],
+    md: Mapping[str, Any],
+    *,
+    root: str | Path | None = None,
+    writers: Mapping[str, Any] | None = None,
+    registry: PairRegistry | None = None,
+    asset_form: AssetForm = "stream_resource",
+    uid: str | None = None,
+    provenance: Provenance | Mapping[str, Any] | None = None,
+    policy: ProvenancePolicy | None = None,
+    packet: MetadataPacket | None = None,
+    event_pages: bool = False,
+) -> RunPlan:
+    """Check everything :func:`compose_analysis_run` checks and plan the run, writing nothing.
+
+    Arguments and errors are those of :func:`compose_analysis_run`, which is
+    ``plan_analysis_run(...).write()``. The plan knows the run's lineage and content hashes,
+    so a caller can decide whether to write it at all (``AnalysisStore.save`` does).
+    """
     if asset_form not in ("stream_resource", "resource"):
         raise AnalysisInputError(
             f"asset_form={asset_form!r}; accepted: 'stream_resource' or 'resource'"
@@ -407,6 +557,7 @@ def compose_analysis_run(
         stream: _plan_stream(stream, entries, key_writers, registry)
         for stream, entries in streams.items()
     }
+    metadata["content_hash"] = run_content_hash(metadata, streams, plans, asset_form)
     try:
         bundle = event_model.compose_run(uid=uid, metadata=metadata)
     except Exception as error:
@@ -414,29 +565,16 @@ def compose_analysis_run(
     start: dict[str, Any] = dict(bundle.start_doc)
     flat_plans = [plan for stream_plans in plans.values() for plan in stream_plans]
     _place_files(flat_plans, start, Path(root) if root is not None else None)
-
-    now = time.time()
-    with StagedFiles() as staged:
-        attributes = {
-            "bluesky_analysis_store.run_uid": start["uid"],
-            "bluesky_analysis_store.provenance": canonical_json(start["provenance"]),
-        }
-        _write_files(flat_plans, streams, staged, attributes)
-        documents: list[tuple[str, dict[str, Any]]] = [("start", start)]
-        for stream, entries in streams.items():
-            documents.extend(
-                _stream_documents(
-                    bundle, stream, entries, plans[stream], asset_form, now, event_pages
-                )
-            )
-        stop = bundle.compose_stop(exit_status="success", time=now)
-        documents.append(("stop", dict(stop)))
-        for name, doc in documents:
-            validate_document(name, doc)
-        files = staged.publish()
-    if packet is not None:
-        packet.reset()
-    return ComposedRun(uid=start["uid"], documents=tuple(documents), files=tuple(files))
+    return RunPlan(
+        uid=start["uid"],
+        start=start,
+        _bundle=bundle,
+        _streams=streams,
+        _plans=plans,
+        _asset_form=asset_form,
+        _event_pages=event_pages,
+        _packet=packet,
+    )
 
 
 def _page_rows(page: Mapping[str, Any], rows: list[int]) -> dict[str, Any]:

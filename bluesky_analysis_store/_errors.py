@@ -36,3 +36,10 @@ class ProvenanceError(AnalysisStoreError, ValueError):
 
     Raised before anything is written.
     """
+
+
+class RunConflictError(AnalysisStoreError, ValueError):
+    """A document's uid already exists in the store with different content.
+
+    Inserting a document that is already there, unchanged, is not an error (it does nothing).
+    """

@@ -23,6 +23,13 @@ def LineageHash(lineage_hash: str) -> Any:  # noqa: N802
     return Eq("start.lineage_hash", lineage_hash)
 
 
+def ContentHash(content_hash: str) -> Any:  # noqa: N802
+    """Runs holding exactly this metadata and data (see ``content_hash``)."""
+    from tiled.queries import Eq
+
+    return Eq("start.content_hash", content_hash)
+
+
 def SampleUUID(sample_uuid: str) -> Any:  # noqa: N802
     """Runs of one sample (its ``SA-`` uuid)."""
     from tiled.queries import Eq

@@ -13,7 +13,7 @@ from ._provenance import Provenance
 from ._samples import MetadataPacket
 
 #: Start-document keys that compose_analysis_run sets itself.
-RESERVED_MD_KEYS = frozenset({"uid", "time"})
+RESERVED_MD_KEYS = frozenset({"uid", "time", "content_hash"})
 #: Keys carrying provenance: the full record and the top-level copies people query by.
 PROVENANCE_KEYS = frozenset(
     {

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._compose import AssetForm, compose_analysis_run, default_registry
-from ._errors import AnalysisStoreError
+from ._compose import AssetForm, RunPlan, default_registry, plan_analysis_run
+from ._errors import AnalysisStoreError, RunConflictError
 from ._files import ClosingContext
+from ._idempotent import IdempotentInserter
 from ._lineage_graph import LineageGraph, build_lineage_graph
+from ._locks import (
+    create_lock_file,
+    hold_embedded_store,
+    lineage_lock,
+    release_embedded_store,
+)
 from ._pairs import PairRegistry
 from ._policy import ProvenancePolicy, enforce_provenance
 from ._provenance import Provenance
 from ._queries import (
     AnalysisName,
     AnalysisVersion,
+    ContentHash,
     DerivedFrom,
     ExitStatus,
     LineageHash,
@@ -24,6 +34,12 @@ from ._queries import (
 )
 from ._samples import MetadataPacket
 from ._start_metadata import start_metadata
+
+if TYPE_CHECKING:
+    from ._spool import ReplayReport
+    from ._tiled_writer import CheckedTiledWriter
+
+logger = logging.getLogger("bluesky_analysis_store.store")
 
 #: Name of the CatalogOfBlueskyRuns container that holds the analysis runs.
 RUNS_CONTAINER = "analysis"
@@ -68,7 +84,8 @@ def embedded_tree(directory: Path) -> Any:
     """The tiled catalog adapter of an embedded store in ``directory`` (created on first use).
 
     Layout: ``catalog.db`` (SQLite), ``data/`` and ``tables.duckdb`` (tiled's own writable
-    storage), ``files/`` (derived files, readable by tiled).
+    storage), ``files/`` (derived files, readable by tiled). One process at a time may have it
+    open (DuckDB admits one): see :func:`hold_embedded_store`.
     """
     catalog = directory / "catalog.db"
     return catalog_tree(
@@ -140,6 +157,13 @@ class AnalysisStore(ClosingContext):
         Writer/handler pairs (default: every installed pair).
     raw : CatalogOfBlueskyRuns client, optional
         The raw catalog, so :meth:`lineage` can name the raw runs analyses were derived from.
+    spool : Path, optional
+        A directory for the durable local spool: every document is written there before it is
+        inserted, and when the store cannot be reached the rest of the run stays there (the
+        caller is not interrupted) until :meth:`replay` (``bas replay``) inserts it.
+    embedded_directory : Path, optional
+        The directory of an embedded store, held by this process until :meth:`close`
+        (:meth:`open` sets it).
     """
 
     def __init__(
@@ -150,15 +174,36 @@ class AnalysisStore(ClosingContext):
         registry: PairRegistry | None = None,
         raw: Any = None,
         context: Any = None,
+        spool: str | Path | None = None,
+        embedded_directory: Path | None = None,
     ) -> None:
-        from ._tiled_writer import analysis_tiled_writer
-
         self.runs = runs
         self.raw = raw
         self.root = Path(root).resolve()
         self.registry = registry if registry is not None else default_registry()
         self._context = context
-        self._writer = analysis_tiled_writer(runs, self.registry)
+        self._writer, self._inserter = self._pipeline()
+        self._insert_lock = threading.Lock()  # a LiveAnalysis worker and the RunEngine share it
+        self._embedded_directory = embedded_directory
+        self.spool = Path(spool).resolve() if spool is not None else None
+        self._spooler = None
+        if self.spool is not None:
+            from ._spool import SpoolingInserter
+
+            self._spooler = SpoolingInserter(self._inserter, self.spool, on_offline=self._forget)
+        create_lock_file(self.root)  # now, so that no save (even a refused one) creates it
+
+    def _pipeline(self) -> tuple[CheckedTiledWriter, IdempotentInserter]:
+        """A fresh document pipeline into ``runs``: checks, TiledWriter, idempotence."""
+        from ._tiled_writer import analysis_tiled_writer
+
+        writer = analysis_tiled_writer(self.runs, self.registry)
+        return writer, IdempotentInserter(self.runs, writer)
+
+    def _forget(self, uid: str) -> None:
+        """Drop a run that went to the spool from the half-written state of the pipeline."""
+        self._inserter.forget(uid)
+        self._writer.forget(uid)
 
     @classmethod
     def open(
@@ -169,6 +214,7 @@ class AnalysisStore(ClosingContext):
         root: str | Path | None = None,
         registry: PairRegistry | None = None,
         raw: str | Any = None,
+        spool: str | Path | bool | None = None,
     ) -> AnalysisStore:
         """Open (or create) an analysis store.
 
@@ -188,14 +234,30 @@ class AnalysisStore(ClosingContext):
         raw : str or client, optional
             The raw catalog: a client, or the name of a ``CatalogOfBlueskyRuns`` container in
             the same tiled tree (created if missing), e.g. ``"raw"`` for an embedded session.
+        spool : path or bool, optional
+            The durable local spool (see :class:`AnalysisStore`). Default: ``ROOT/.bas-spool``
+            for a server or a client, none for an embedded store (in-process: nothing to lose
+            the connection to). ``False``: no spool.
         """
         if isinstance(target, str | Path) and not str(target).startswith(("http://", "https://")):
             directory = Path(target).resolve()
-            context, client = in_process_client(embedded_tree(directory))
+            directory.mkdir(parents=True, exist_ok=True)
+            hold_embedded_store(directory)
+            try:
+                context, client = in_process_client(embedded_tree(directory))
+            except BaseException:
+                release_embedded_store(directory)
+                raise
             files = Path(root) if root is not None else directory / "files"
             raw_runs = runs_container(client, raw) if isinstance(raw, str) else raw
             return cls(
-                runs_container(client), files, registry=registry, raw=raw_runs, context=context
+                runs_container(client),
+                files,
+                registry=registry,
+                raw=raw_runs,
+                context=context,
+                spool=spool if isinstance(spool, str | Path) else None,
+                embedded_directory=directory,
             )
         if root is None:
             raise AnalysisStoreError(
@@ -211,7 +273,18 @@ class AnalysisStore(ClosingContext):
         else:
             client = target
         raw_runs = runs_container(client, raw) if isinstance(raw, str) else raw
-        return cls(runs_container(client), root, registry=registry, raw=raw_runs, context=context)
+        if spool is None or spool is True:
+            from ._spool import SPOOL_DIRECTORY
+
+            spool = Path(root) / SPOOL_DIRECTORY
+        return cls(
+            runs_container(client),
+            root,
+            registry=registry,
+            raw=raw_runs,
+            context=context,
+            spool=spool or None,
+        )
 
     def save(
         self,
@@ -225,14 +298,23 @@ class AnalysisStore(ClosingContext):
         asset_form: AssetForm = "stream_resource",
         uid: str | None = None,
         event_pages: bool = True,
+        new_version: bool = False,
     ) -> str:
         """Compose an analysis run (files + documents), insert it, and return its uid.
 
         Arguments are those of :func:`compose_analysis_run` (events go in as event pages by
         default); files go under the store's root. If the run cannot be inserted at all, its
         files are removed again.
+
+        Saving again what is already saved (the same lineage hash and the same content hash,
+        in a complete run) returns the existing run's uid and writes nothing. The same lineage
+        with different content (the analysis changed but kept its version, or the metadata
+        differs) raises :class:`RunConflictError` and writes nothing, unless
+        ``new_version=True``, which saves another run of the lineage. Processes and threads
+        sharing the store's root take a lock per lineage, so concurrent saves of one lineage
+        make exactly one run.
         """
-        run = compose_analysis_run(
+        plan = plan_analysis_run(
             data_dicts,
             md,
             root=self.root,
@@ -245,18 +327,94 @@ class AnalysisStore(ClosingContext):
             packet=packet,
             event_pages=event_pages,
         )
-        try:
-            for name, doc in run:
-                self.insert(name, doc)
-        except Exception:
-            if run.uid not in self.runs:  # nothing refers to the files: take them back
-                remove_files(run.files, self.root)
-            raise
+        with lineage_lock(self.root, plan.lineage_hash):
+            if not new_version and (existing := self._saved_while_reachable(plan)) is not None:
+                plan.done()
+                return existing
+            run = plan.write()
+            try:
+                for name, doc in run:
+                    self.insert(name, doc)
+            except Exception:
+                if run.uid not in self.runs:  # nothing refers to the files: take them back
+                    remove_files(run.files, self.root)
+                raise
         return run.uid
 
+    def _saved_while_reachable(self, plan: RunPlan) -> str | None:
+        """:meth:`_already_saved`; with a spool, an unreachable store cannot tell, and the run
+        is saved into the spool (the check is then best effort)."""
+        try:
+            return self._already_saved(plan)
+        except Exception as error:
+            from ._spool import is_unreachable
+
+            if self._spooler is None or not is_unreachable(error):
+                raise
+            logger.warning(
+                "the analysis store cannot be reached to check lineage %s; saving run %s to "
+                "the spool",
+                plan.lineage_hash,
+                plan.uid,
+            )
+            return None
+
+    def _already_saved(self, plan: RunPlan) -> str | None:
+        """The uid of a complete run holding exactly what ``plan`` would save, or None;
+        :class:`RunConflictError` if complete runs of its lineage hold something else."""
+        lineage = LineageHash(plan.lineage_hash)
+        same = self._finished(lineage, ContentHash(plan.content_hash), include_incomplete=False)
+        if same:
+            logger.info(
+                "run %s already holds lineage %s with the same content; not saved again",
+                same[0],
+                plan.lineage_hash,
+            )
+            return same[0]
+        others = self._finished(lineage, include_incomplete=False)
+        if others:
+            raise RunConflictError(
+                f"lineage {plan.lineage_hash} (analysis {plan.start['analysis_name']!r} version "
+                f"{plan.start['analysis_version']!r}, same parameters and parents) is already "
+                f"saved as run(s) {', '.join(others[:3])}{' ...' if len(others) > 3 else ''} "
+                "with different data or metadata (content_hash differs); nothing was written. "
+                "If the analysis changed, give it a new version; to keep both results, save "
+                "with new_version=True"
+            )
+        return None
+
     def insert(self, name: str, doc: dict[str, Any]) -> None:
-        """Insert one document (subscribe this to a RunEngine: ``RE.subscribe(store.insert)``)."""
-        self._writer(name, doc)
+        """Insert one document (subscribe this to a RunEngine: ``RE.subscribe(store.insert)``).
+
+        Idempotent: a run already in the store, sent again unchanged, is skipped; the same uid
+        with a different start or stop document raises :class:`RunConflictError`. With a spool,
+        a store that cannot be reached raises nothing: the run goes to the spool.
+        """
+        with self._insert_lock:
+            (self._spooler or self._inserter)(name, doc)
+
+    def replay(self) -> ReplayReport:
+        """Insert the runs waiting in the spool (see ``bas replay``) and return what was done.
+
+        A run that was half inserted when the store went away is deleted and inserted again
+        whole. Runs still being written, and spool files without a stop document, are left
+        alone.
+        """
+        from ._spool import replay_spool
+
+        if self.spool is None:
+            raise AnalysisStoreError(
+                "this store has no spool: open it with spool=DIRECTORY (a served store's "
+                "default is ROOT/.bas-spool)"
+            )
+        from ._fsck import delete_run
+
+        return replay_spool(
+            self.spool,
+            self.runs,
+            lambda: self._pipeline()[1],
+            lambda uid: delete_run(self.runs[uid]),
+        )
 
     def __getitem__(self, key: Any) -> Any:
         """A run by full or partial uid (or ``-1`` for the latest)."""
@@ -266,6 +424,10 @@ class AnalysisStore(ClosingContext):
         return uid in self.runs
 
     def __len__(self) -> int:
+        # tiled's client caches a container's length for a second; a count asked for right
+        # after a save must include it
+        if getattr(self.runs, "_cached_len", None) is not None:
+            self.runs._cached_len = None
         return len(self.runs)
 
     def __iter__(self) -> Iterator[str]:
@@ -405,7 +567,13 @@ class AnalysisStore(ClosingContext):
         return build_lineage_graph(start["uid"], self.start_document, self.derived_from)
 
     def close(self) -> None:
-        """Release what :meth:`open` opened: the in-process server or the HTTP connections."""
+        """Release what :meth:`open` opened: the in-process server or the HTTP connections
+        (runs still open in the spool keep their files there, for replay)."""
+        if self._spooler is not None:
+            self._spooler.close()
+        if self._embedded_directory is not None:
+            release_embedded_store(self._embedded_directory)
+            self._embedded_directory = None
         if self._context is not None:
             self._context.close()
             self._context = None

@@ -84,10 +84,17 @@ def _from_dbep6_entry(key: str, entry: Mapping[str, Any], registry: PairRegistry
     if func is not None and not callable(func):
         raise AnalysisInputError(f"{where}['resource']['func'] must be callable; got {func!r}")
     root = entry.get("root")
+    kwargs = resource.get("kwargs") or {}
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise AnalysisInputError(
+            f"{where}['resource']['kwargs'] must be a mapping with str keys; got {kwargs!r:.80}"
+        )
+    if root is not None and not isinstance(root, str | Path):
+        raise AnalysisInputError(f"{where}['root'] must be a directory path; got {root!r:.80}")
     return KeyWriter(
         pair=pair,
         resource_func=func,
-        resource_func_kwargs=dict(resource.get("kwargs") or {}),
+        resource_func_kwargs=dict(kwargs),
         root=Path(root) if root is not None else None,
     )
 
@@ -111,6 +118,8 @@ def normalize_writers(
         )
     normalized = {}
     for key, entry in writers.items():
+        if not isinstance(key, str):
+            raise AnalysisInputError(f"writers keys are data key names (str); got {key!r:.80}")
         if isinstance(entry, str):
             normalized[key] = KeyWriter(pair=registry[entry])
         elif isinstance(entry, WriterHandlerPair):

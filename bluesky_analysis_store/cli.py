@@ -15,6 +15,8 @@ STORE_ENV = "BAS_STORE"
 #: The API key of a served store is read from this variable, never from a file or a flag.
 API_KEY_ENV = "BAS_API_KEY"
 DEFAULT_STORE = "bas-store"
+#: The spool directory, unless ``--spool`` says otherwise (default: ROOT/.bas-spool).
+SPOOL_ENV = "BAS_SPOOL"
 
 
 def _open_store(args: argparse.Namespace) -> Any:
@@ -23,7 +25,11 @@ def _open_store(args: argparse.Namespace) -> Any:
     target = args.store or os.environ.get(STORE_ENV) or DEFAULT_STORE
     print(f"opening store {target} ...", file=sys.stderr, flush=True)
     return AnalysisStore.open(
-        target, api_key=os.environ.get(API_KEY_ENV), root=args.root, raw=args.raw
+        target,
+        api_key=os.environ.get(API_KEY_ENV),
+        root=args.root,
+        raw=args.raw,
+        spool=args.spool or os.environ.get(SPOOL_ENV) or None,
     )
 
 
@@ -135,6 +141,35 @@ def _lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fsck(args: argparse.Namespace) -> int:
+    from ._fsck import check_store, repair
+
+    with _open_store(args) as store:
+        report = check_store(store, grace=args.grace)
+        print(report.as_text(), flush=True)
+        if args.repair and report.repairable:
+            print(repair(store, report).as_text(), flush=True)
+            report = check_store(store, grace=args.grace)
+            print("after repair: " + (report.as_text() if report.problems else "clean"))
+        elif args.repair and report.problems:
+            print("nothing to repair: missing files cannot be recreated; restore them from backup")
+    return 0 if report.clean else 1
+
+
+def _replay(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        if store.spool is None:
+            print(
+                f"no spool to replay: {args.store or 'this store'} is not served and no "
+                f"--spool (or ${SPOOL_ENV}) was given"
+            )
+            return 1
+        print(f"replaying the spool {store.spool}", flush=True)
+        report = store.replay()
+        print(report.as_text())
+    return 1 if report.pending else 0
+
+
 def _profile_install(args: argparse.Namespace) -> int:
     from ._profile import install_profile, startup_files
 
@@ -179,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: DIRECTORY/catalog.db, SQLite)",
     )
     serve.add_argument(
-        "--tables", help="table storage, e.g. postgresql://USER@HOST:PORT/DB (default: duckdb)"
+        "--tables",
+        help="table storage, e.g. postgresql://USER@HOST:PORT/DB (default: duckdb)",
     )
     serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     serve.add_argument("--port", type=int, default=8000, help="default: 8000")
@@ -194,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_argument("--root", type=Path, help="file root of a served store")
         command.add_argument("--raw", default="raw", help="raw catalog container (default: raw)")
+        command.add_argument(
+            "--spool",
+            type=Path,
+            help=f"the spool directory (default: ${SPOOL_ENV}, else ROOT/.bas-spool for a served "
+            "store)",
+        )
         return command
 
     save = store_command("save", "ingest the files of a directory as an analysis run")
@@ -221,6 +263,37 @@ def build_parser() -> argparse.ArgumentParser:
     lineage.add_argument("uid")
     lineage.add_argument("--output", type=Path, help="write the graph as SVG to this file")
     lineage.set_defaults(func=_lineage)
+
+    from ._fsck import DEFAULT_GRACE
+
+    fsck = store_command(
+        "fsck",
+        "check the store for incomplete runs, orphaned files and missing files; exit 0 when "
+        "clean, 1 when problems remain",
+    )
+    fsck.add_argument(
+        "--repair",
+        action="store_true",
+        help="delete incomplete runs, remove orphaned files and empty directories under the "
+        "store's root, then check again",
+    )
+    fsck.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE,
+        metavar="SECONDS",
+        help="runs started and files touched less than SECONDS ago may still be being written: "
+        f"reported as in progress, never repaired (default: {DEFAULT_GRACE:g}; 0 only when "
+        "nothing is writing to the store)",
+    )
+    fsck.set_defaults(func=_fsck)
+
+    replay = store_command(
+        "replay",
+        "insert the runs that went to the spool while the store could not be reached; exit 0 "
+        "when nothing is left to do, 1 when spooled runs remain",
+    )
+    replay.set_defaults(func=_replay)
 
     profile = commands.add_parser("profile", help="the IPython beamline profile")
     profile_commands = profile.add_subparsers(

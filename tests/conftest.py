@@ -93,3 +93,59 @@ def any_catalog(request: pytest.FixtureRequest) -> TiledCatalog:
     return request.getfixturevalue(
         f"{'tiled' if request.param == 'sqlite' else 'postgres'}_catalog"
     )
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def bas_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real ``bas serve`` subprocess per backend, shared by the session (startup is slow).
+
+    SQLite runs ``bas serve`` exactly as users do; PostgreSQL runs it with every logger at
+    DEBUG and the access log on, so test_access.py checks both logs for keys.
+    """
+    from helpers import free_port
+    from served import running_server
+
+    directory = tmp_path_factory.mktemp(f"served-{request.param}")
+    extra: list[str] = []
+    postgres = None
+    if request.param == "postgresql":
+        postgres = request.getfixturevalue("postgres_server")
+        extra = ["--catalog", f"postgresql+asyncpg://{postgres}/catalog"]
+        extra += ["--tables", f"postgresql://{postgres}/tables"]
+    with running_server(
+        directory,
+        free_port(),
+        *extra,
+        backend=request.param,
+        postgres=postgres,
+        debug_logging=request.param == "postgresql",
+    ) as server:
+        yield server
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reliability-report",
+        metavar="PATH",
+        help="after a run in which every test passed, write the reliability figures the tests "
+        "reported as Markdown to PATH (RELIABILITY.md)",
+    )
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Print the reliability figures of this run (and write RELIABILITY.md if asked)."""
+    import reliability
+    from helpers import FIGURES
+
+    if not FIGURES:
+        return
+    terminalreporter.write_sep("=", f"reliability figures ({len(FIGURES)}), as in RELIABILITY.md")
+    for test, area, _, values in FIGURES:
+        shown = " ".join(f"{k}={v}" for k, v in values.items())
+        terminalreporter.write_line(f"{area}: {shown}  [{test}]")
+    path = config.getoption("--reliability-report")
+    if path and exitstatus == 0:
+        reliability.write(Path(path), FIGURES)
+        terminalreporter.write_line(f"wrote {path}")
+    elif path:
+        terminalreporter.write_line(f"not writing {path}: some tests failed")

@@ -37,3 +37,22 @@ def compose(*args: Any, **kwargs: Any) -> ComposedRun:
     if "provenance" not in kwargs:
         kwargs["provenance"] = make_provenance()
     return compose_analysis_run(*args, **kwargs)
+
+
+#: Reliability figures reported by this session: (test node id, area, claim, values); the
+#: terminal summary prints them and ``--reliability-report`` writes RELIABILITY.md from them.
+FIGURES: list[tuple[str, str, str, dict[str, Any]]] = []
+
+
+def figure(capsys: Any, area: str, claim: str, **values: Any) -> None:
+    """Report what a reliability test measured, once its assertions have passed.
+
+    ``area`` is one of :data:`reliability.AREAS`; ``claim`` says in a sentence what the figures
+    show. The line is printed at once (it shows under ``-q`` too).
+    """
+    import os
+
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" (", 1)[0]
+    FIGURES.append((test, area, claim, dict(values)))
+    with capsys.disabled():
+        print(f"\nRELIABILITY {area}: " + " ".join(f"{k}={v}" for k, v in values.items()))

@@ -2,77 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from helpers import free_port, make_provenance
-
-from bluesky_analysis_store import AnalysisStore
-
-WRITE_KEY = secrets.token_hex(20)
-READ_KEY = secrets.token_hex(20)
+from served import READ_KEY, WRITE_KEY, Server
+from served import bas_serve as _bas_serve
 
 
-@dataclass
-class Server:
-    uri: str
-    directory: Path
-
-    def store(self, key: str) -> AnalysisStore:
-        return AnalysisStore.open(self.uri, api_key=key, root=self.directory / "files")
-
-
-def _bas_serve(
-    directory: Path, *extra: str, env: dict[str, str], log: Path
-) -> subprocess.Popen[bytes]:
-    """Start ``bas serve``; its output goes to ``log`` (a pipe nobody reads could block it)."""
-    command = [sys.executable, "-m", "bluesky_analysis_store.cli", "serve", str(directory), *extra]
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
-        )
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(request, tmp_path_factory) -> Iterator[Server]:
-    directory = tmp_path_factory.mktemp(f"served-{request.param}")
-    extra: list[str] = []
-    if request.param == "postgresql":
-        pg = request.getfixturevalue("postgres_server")
-        extra = ["--catalog", f"postgresql+asyncpg://{pg}/catalog"]
-        extra += ["--tables", f"postgresql://{pg}/tables"]
-    port = free_port()
-    env = {"BAS_API_KEY": WRITE_KEY, "BAS_READ_API_KEY": READ_KEY}
-    log = directory.parent / f"{directory.name}.log"
-    process = _bas_serve(directory, "--port", str(port), *extra, env=env, log=log)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180  # tiled imports and initializes its catalog: slow here
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"bas serve exited: {log.read_text()}")
-            try:
-                if httpx.get(f"{uri}/api/v1/", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("bas serve did not become ready in 180 s")
-            time.sleep(0.5)
-        yield Server(uri, directory)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+@pytest.fixture
+def server(bas_server: Server) -> Server:
+    """The session's ``bas serve`` on SQLite and on PostgreSQL (tests/conftest.py)."""
+    return bas_server
 
 
 def _get(server: Server, key: str | None) -> int:
@@ -105,7 +48,8 @@ def test_read_only_key_cannot_write_and_leaves_nothing(server):
         reader.save(
             [{"p": {"image": np.zeros(100)}}],
             {},
-            provenance=make_provenance(),
+            # a lineage not saved yet: saving a saved lineage returns its run and writes nothing
+            provenance=make_provenance(parameters={"attempt": "read-only"}),
             writers={"image": "BAS_HDF5"},
         )
     assert sorted((server.directory / "files").rglob("*")) == before

@@ -83,7 +83,9 @@ def test_bluesky_queries_work_unchanged(store):
     from bluesky_tiled_plugins.queries import PartialUID, ScanID, TimeRange
 
     uid = _save(store)
-    numbered = store.save([{"p": {"x": 1.0}}], {"scan_id": 7}, provenance=make_provenance())
+    numbered = store.save(
+        [{"p": {"x": 1.0}}], {"scan_id": 7}, provenance=make_provenance(parameters={"scan": 7})
+    )
     assert list(store.search(ScanID(7))) == [numbered]
     assert store[7].metadata["start"]["uid"] == numbered  # catalog[scan_id]
     assert store[-1].metadata["start"]["uid"] == numbered
