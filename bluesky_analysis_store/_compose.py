@@ -166,6 +166,39 @@ def _plan_stream(
     return plans
 
 
+def plan_streams(
+    streams: dict[str, list[tuple[int, Mapping[str, Any]]]],
+    writers: dict[str, KeyWriter],
+    registry: PairRegistry,
+) -> dict[str, list[_KeyPlan]]:
+    """Plan every stream's keys; a key name is written to a file in every stream or in none.
+
+    TiledWriter keeps one kind per data key name in a run: a key external in one stream and
+    inside the events in another breaks the second stream's descriptor (refused by tiled, the
+    run left half written). It is refused here, before anything is written.
+    """
+    plans = {
+        stream: _plan_stream(stream, entries, writers, registry)
+        for stream, entries in streams.items()
+    }
+    kinds: dict[str, tuple[str, bool]] = {}
+    for stream, stream_plans in plans.items():
+        for plan in stream_plans:
+            written = plan.writer is not None
+            first_stream, first_written = kinds.setdefault(plan.key, (stream, written))
+            if first_written != written:
+                where_file, where_event = (
+                    (first_stream, stream) if first_written else (stream, first_stream)
+                )
+                raise AnalysisInputError(
+                    f"data key {plan.key!r} is written to a file in stream {where_file!r} but "
+                    f"travels inside the events of stream {where_event!r}; a run keeps one kind "
+                    "per key name (tiled's TiledWriter): rename one of them, or name a writer "
+                    f"for {plan.key!r} in writers= so that every stream writes it to a file"
+                )
+    return plans
+
+
 def _place_files(plans: list[_KeyPlan], start: dict[str, Any], root: Path | None) -> None:
     """Decide each written key's root, path and resource kwargs; check containment."""
     for plan in plans:
@@ -553,10 +586,7 @@ def plan_analysis_run(
         raise AnalysisInputError(
             f"writers names keys {unknown} that no stream holds; data keys: {sorted(all_keys)}"
         )
-    plans = {
-        stream: _plan_stream(stream, entries, key_writers, registry)
-        for stream, entries in streams.items()
-    }
+    plans = plan_streams(streams, key_writers, registry)
     metadata["content_hash"] = run_content_hash(metadata, streams, plans, asset_form)
     try:
         bundle = event_model.compose_run(uid=uid, metadata=metadata)

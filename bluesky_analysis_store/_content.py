@@ -83,9 +83,24 @@ def content_hash(
     _frame(digest, b"M", canonical_json(dict(metadata)).encode())
     _frame(digest, b"F", asset_form.encode())
     for stream, entries in streams.items():
-        _frame(digest, b"S", canonical_json([stream, dict(placement[stream])]).encode())
-        for entry in entries:
-            for key in sorted(entry):
-                _frame(digest, b"K", key.encode())
-                update_value(digest, entry[key])
+        entries = list(entries)
+        _frame(
+            digest, b"S", canonical_json([stream, dict(placement[stream]), len(entries)]).encode()
+        )
+        # column by column: every entry of a stream has the same keys (checked while planning)
+        for key in sorted(entries[0]):
+            _frame(digest, b"K", key.encode())
+            _update_column(digest, [entry[key] for entry in entries])
     return digest.hexdigest()
+
+
+def _update_column(digest: Any, values: list[Any]) -> None:
+    """One key's values in event order; plain scalars in one piece, the rest one by one."""
+    if all(type(value) in _JSON_SCALARS for value in values):
+        _frame(digest, b"C", json.dumps([[type(v).__name__, v] for v in values]).encode())
+        return
+    for value in values:
+        update_value(digest, value)
+
+
+_JSON_SCALARS = frozenset({int, float, str, bool, type(None)})

@@ -116,17 +116,39 @@ def run_demo(directory: Path | None = None, say: Callable[[str], None] = print) 
 
     say(f"opening the embedded store in {directory / 'store'} ...")
     store = AnalysisStore.open(directory / "store", raw="raw")
+    try:
+        return _session(directory, store, say)
+    except BaseException:
+        store.close()  # else its in-process server's thread keeps the process from exiting
+        raise
+
+
+def _session(directory: Path, store: AnalysisStore, say: Callable[[str], None]) -> DemoResult:
     from bluesky import RunEngine
-    from bluesky.plans import scan
     from bluesky_tiled_plugins.writing.tiled_writer import TiledWriter
-    from ophyd.sim import det, motor
-    from tqdm import tqdm
 
     engine = RunEngine({})
     engine.subscribe(raw_runs_only(TiledWriter(store.raw)))
     engine.subscribe(analysis_runs_only(store.insert))
     live = LiveAnalysis(fit_peak, store, plan_names=["scan"])
     engine.subscribe(live)
+    try:
+        return _scans_and_analyses(directory, store, engine, live, say)
+    finally:
+        live.close()
+
+
+def _scans_and_analyses(
+    directory: Path,
+    store: AnalysisStore,
+    engine: Any,
+    live: LiveAnalysis,
+    say: Callable[[str], None],
+) -> DemoResult:
+    from bluesky.plans import scan
+    from ophyd.sim import det, motor
+    from tqdm import tqdm
+
     packet = MetadataPacket(profile="bas-demo")
     raw_uids: list[str] = []
     for center in tqdm((-0.5, 0.0, 0.7), desc="raw scans", unit="scan", disable=None):

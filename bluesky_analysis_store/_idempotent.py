@@ -51,6 +51,7 @@ class IdempotentInserter:
         self.writer = writer
         self._new: dict[str, bool] = {}  # start uid -> the run is ours to write (else: a copy)
         self._owner: dict[str, str] = {}  # descriptor / resource uid -> start uid
+        self._fresh: set[str] = set()  # uids just made, known not to be stored
 
     def _run_of(self, name: str, doc: Any) -> str | None:
         """The start uid of the run ``doc`` belongs to, if this inserter knows it."""
@@ -98,21 +99,33 @@ class IdempotentInserter:
             for key in [k for k, v in self._owner.items() if v == uid]:
                 del self._owner[key]
 
+    def created(self, uid: str) -> bool:
+        """Whether run ``uid`` is open here and its node was created by this inserter."""
+        return self._new.get(uid, False)
+
     def forget(self, uid: str) -> None:
         """Stop following run ``uid`` (its later documents belong to no run here)."""
         self._new.pop(uid, None)
         for key in [k for k, v in self._owner.items() if v == uid]:
             del self._owner[key]
 
+    def expect_new(self, uid: str) -> None:
+        """``uid`` was just made (a new UUID4): its start needs no "is it there?" request."""
+        self._fresh.add(uid)
+
     def _start(self, start: dict[str, Any]) -> bool:
         """Whether this run is new (and was started in the catalog)."""
         uid = start["uid"]
-        if uid not in self.runs:
+        fresh = uid in self._fresh
+        self._fresh.discard(uid)
+        if fresh or uid not in self.runs:
             try:
                 self.writer.write("start", start, document_checked=True)
                 return True
             except Exception as error:
-                if not _is_conflict(error):  # not someone else creating the same run
+                # tiled creates a node atomically: 409 if the uid exists after all (another
+                # process created the same run a moment ago)
+                if not _is_conflict(error):
                     raise
         self._check_start(start)
         return False

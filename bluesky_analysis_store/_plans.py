@@ -12,7 +12,7 @@ from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
 
 from ._capture import capture_provenance
-from ._compose import AssetForm, _plan_stream, _streams, default_registry, run_content_hash
+from ._compose import AssetForm, _streams, default_registry, plan_streams, run_content_hash
 from ._device import AnalysisDevice
 from ._errors import AnalysisInputError
 from ._pairs import PairRegistry
@@ -198,10 +198,7 @@ def analyze(
         raise AnalysisInputError(
             f"writers names keys {unknown} that no stream holds; data keys: {sorted(all_keys)}"
         )
-    plans = {
-        stream: _plan_stream(stream, entries, key_writers, registry)
-        for stream, entries in streams.items()
-    }
+    plans = plan_streams(streams, key_writers, registry)
     metadata["content_hash"] = run_content_hash(metadata, streams, plans, asset_form)
     root = Path(root)
     if not root.is_dir():

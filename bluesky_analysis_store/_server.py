@@ -366,4 +366,8 @@ def build_server_app(
         authentication=Authentication(single_user_api_key=write_key),
         validation_registry=validation_registry(),
     )
+    if tables_uri is None or tables_uri.startswith("duckdb:"):
+        from ._asgi import OneRequestAtATime
+
+        app = OneRequestAtATime(app)  # the DuckDB file's one connection, shared by requests
     return KeyGuard(app, tree, write_key, read_key)

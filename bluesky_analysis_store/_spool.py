@@ -147,6 +147,15 @@ class SpoolingInserter:
         self._owner: dict[str, str] = {}  # descriptor / resource uid -> start uid
         self._offline_until = 0.0
 
+    @property
+    def offline(self) -> bool:
+        """The store was found unreachable less than ``retry_after`` seconds ago."""
+        return time.monotonic() < self._offline_until
+
+    def mark_unreachable(self) -> None:
+        """The store could not be reached (found by someone else): spool without trying."""
+        self._offline_until = time.monotonic() + self.retry_after
+
     def _run_of(self, name: str, doc: Mapping[str, Any]) -> _SpooledRun | None:
         uid: Any = doc.get("run_start") if name != "datum" else None
         if uid is None:
@@ -162,7 +171,7 @@ class SpoolingInserter:
             if name == "start" and isinstance(doc.get("uid"), str) and doc["uid"] not in self._runs:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 run = self._runs[doc["uid"]] = _SpooledRun(self.directory, doc)
-                if time.monotonic() < self._offline_until:
+                if self.offline:
                     self._go_offline(run, "it was unreachable moments ago")
                     return
             elif name != "start":
@@ -185,7 +194,7 @@ class SpoolingInserter:
                     elif name == "stop":
                         self._end(run, doc, inserted=False)
                     raise
-                self._offline_until = time.monotonic() + self.retry_after
+                self.mark_unreachable()
                 self._go_offline(run, f"{type(error).__name__}: {error!s:.200}")
         if name == "stop":
             self._end(run, doc, inserted=run.online)
@@ -204,21 +213,29 @@ class SpoolingInserter:
             self.on_offline(run.uid)
 
     def _discard(self, run: _SpooledRun) -> None:
-        """The store refused the run's start: nothing of it exists, nothing is to replay."""
-        run.close(keep=False)
-        del self._runs[run.uid]
+        """Nothing of the run is (or will be) in the store: nothing is to replay."""
+        self._forget(run, keep=False)
 
-    def _end(self, run: _SpooledRun, stop: Mapping[str, Any], *, inserted: bool) -> None:
-        if not inserted:
-            run.append("stop", stop, sync=True)
-        run.close(keep=not inserted)
+    def _forget(self, run: _SpooledRun, *, keep: bool) -> None:
+        run.close(keep=keep)
         del self._runs[run.uid]
         for key in [k for k, v in self._owner.items() if v == run.uid]:
             del self._owner[key]
-        if not inserted:
-            logger.warning(
-                "run %s is in the spool (%d documents): %s", run.uid, run.documents, run.path
-            )
+
+    def discard_run(self, uid: str) -> None:
+        """Forget run ``uid`` and delete its spool file (its save was taken back whole)."""
+        if uid in self._runs:
+            self._discard(self._runs[uid])
+
+    def _end(self, run: _SpooledRun, stop: Mapping[str, Any], *, inserted: bool) -> None:
+        if inserted:
+            self._discard(run)
+            return
+        run.append("stop", stop, sync=True)
+        self._forget(run, keep=True)
+        logger.warning(
+            "run %s is in the spool (%d documents): %s", run.uid, run.documents, run.path
+        )
 
     def close(self) -> None:
         """Close the files of runs still open (kept for replay, not deleted)."""

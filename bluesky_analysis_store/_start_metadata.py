@@ -11,6 +11,7 @@ from ._errors import AnalysisInputError
 from ._policy import ProvenancePolicy
 from ._provenance import Provenance
 from ._samples import MetadataPacket
+from ._values import beyond_json_integers
 
 #: Start-document keys that compose_analysis_run sets itself.
 RESERVED_MD_KEYS = frozenset({"uid", "time", "content_hash"})
@@ -27,10 +28,30 @@ PROVENANCE_KEYS = frozenset(
 )
 
 
+def _non_string_key(value: Any, where: str) -> str | None:
+    """Where a mapping key that is not a string hides in ``value``, or None."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"the key {key!r:.40} of {where}"
+            if (found := _non_string_key(item, f"{where}[{key!r}]")) is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if (found := _non_string_key(item, f"{where}[{index}]")) is not None:
+                return found
+    return None
+
+
 def check_md(md: Any) -> dict[str, Any]:
     """A deep copy of ``md`` after checking it is a JSON-serializable mapping without our keys."""
     if not isinstance(md, Mapping):
         raise AnalysisInputError(f"md must be a mapping for the start document; got {md!r}")
+    if (where := _non_string_key(dict(md), "md")) is not None:
+        raise AnalysisInputError(
+            f"{where} is not a string; the start document's keys are strings (JSON would turn "
+            "the key into one, and the run would read back changed)"
+        )
     reserved = (RESERVED_MD_KEYS | PROVENANCE_KEYS) & set(md)
     if reserved:
         raise AnalysisInputError(
@@ -45,6 +66,11 @@ def check_md(md: Any) -> dict[str, Any]:
                 f"md[{key!r}] = {value!r:.80} is not JSON-serializable ({error}); the start "
                 "document accepts str, int, float (finite), bool, None, lists and dicts of those"
             ) from None
+        if (where := beyond_json_integers(value, f"md[{key!r}]")) is not None:
+            raise AnalysisInputError(
+                f"{where} is a whole number beyond ±(2**53 - 1), which tiled stores clamped "
+                "(it would read back changed); give it as a string"
+            )
     return copy.deepcopy(dict(md))
 
 

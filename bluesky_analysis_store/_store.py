@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._compose import AssetForm, RunPlan, default_registry, plan_analysis_run
+from ._compose import AssetForm, ComposedRun, RunPlan, default_registry, plan_analysis_run
 from ._errors import AnalysisStoreError, RunConflictError
 from ._files import ClosingContext
 from ._idempotent import IdempotentInserter
@@ -26,7 +26,6 @@ from ._provenance import Provenance
 from ._queries import (
     AnalysisName,
     AnalysisVersion,
-    ContentHash,
     DerivedFrom,
     ExitStatus,
     LineageHash,
@@ -103,12 +102,16 @@ def in_process_client(tree: Any) -> tuple[Any, Any]:
     from tiled.client import Context, from_context
     from tiled.server.app import build_app
 
+    from ._asgi import OneRequestAtATime
+
     logging.getLogger("tiled.server.app").setLevel(logging.WARNING)  # no version banner
 
     with warnings.catch_warnings():
         # starlette's test client (which carries in-process tiled) warns about httpx; harmless
         warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-        context = Context.from_app(build_app(tree))
+        # one request at a time: a DuckDB table storage shares one connection (see
+        # OneRequestAtATime); in process, nothing gains from more
+        context = Context.from_app(OneRequestAtATime(build_app(tree)))
     return context, from_context(context)
 
 
@@ -332,18 +335,37 @@ class AnalysisStore(ClosingContext):
                 plan.done()
                 return existing
             run = plan.write()
+            if uid is None:  # a new UUID4: no run can have it
+                self._inserter.expect_new(run.uid)
             try:
                 for name, doc in run:
                     self.insert(name, doc)
             except Exception:
-                if run.uid not in self.runs:  # nothing refers to the files: take them back
-                    remove_files(run.files, self.root)
+                self._take_back(run)
                 raise
         return run.uid
+
+    def _take_back(self, run: ComposedRun) -> None:
+        """A save failed halfway (refused, not unreachable): remove what it made, so that
+        nothing of it is left; what cannot be removed stays incomplete, for ``bas fsck``."""
+        from ._fsck import delete_run
+
+        if self._spooler is not None:
+            self._spooler.discard_run(run.uid)
+        if self._inserter.created(run.uid):  # its node is this save's own
+            try:
+                delete_run(self.runs[run.uid])
+            except Exception as error:  # e.g. a key without the delete scope
+                logger.warning("could not delete the half-saved run %s: %s", run.uid, error)
+            self._forget(run.uid)
+        if run.uid not in self.runs:  # nothing refers to the files: take them back
+            remove_files(run.files, self.root)
 
     def _saved_while_reachable(self, plan: RunPlan) -> str | None:
         """:meth:`_already_saved`; with a spool, an unreachable store cannot tell, and the run
         is saved into the spool (the check is then best effort)."""
+        if self._spooler is not None and self._spooler.offline:
+            return None  # unreachable moments ago: do not wait for it again
         try:
             return self._already_saved(plan)
         except Exception as error:
@@ -351,6 +373,7 @@ class AnalysisStore(ClosingContext):
 
             if self._spooler is None or not is_unreachable(error):
                 raise
+            self._spooler.mark_unreachable()  # the run's documents go straight to the spool
             logger.warning(
                 "the analysis store cannot be reached to check lineage %s; saving run %s to "
                 "the spool",
@@ -362,8 +385,10 @@ class AnalysisStore(ClosingContext):
     def _already_saved(self, plan: RunPlan) -> str | None:
         """The uid of a complete run holding exactly what ``plan`` would save, or None;
         :class:`RunConflictError` if complete runs of its lineage hold something else."""
-        lineage = LineageHash(plan.lineage_hash)
-        same = self._finished(lineage, ContentHash(plan.content_hash), include_incomplete=False)
+        # one request: the complete runs of the lineage with their start documents (few)
+        saved = self.search(LineageHash(plan.lineage_hash), ExitStatus("success")).items()
+        contents = {uid: run.metadata["start"].get("content_hash") for uid, run in saved}
+        same = [uid for uid, content in contents.items() if content == plan.content_hash]
         if same:
             logger.info(
                 "run %s already holds lineage %s with the same content; not saved again",
@@ -371,7 +396,7 @@ class AnalysisStore(ClosingContext):
                 plan.lineage_hash,
             )
             return same[0]
-        others = self._finished(lineage, include_incomplete=False)
+        others = list(contents)
         if others:
             raise RunConflictError(
                 f"lineage {plan.lineage_hash} (analysis {plan.start['analysis_name']!r} version "
@@ -443,7 +468,8 @@ class AnalysisStore(ClosingContext):
     def _finished(self, *queries: Any, include_incomplete: bool) -> list[str]:
         if not include_incomplete:
             queries = (*queries, ExitStatus("success"))
-        return list(self.search(*queries))
+        # not list(...): it would ask the server for the length first, a request of its own
+        return [uid for uid in self.search(*queries)]
 
     def derived_from(
         self, uid: str, *, recursive: bool = False, include_incomplete: bool = False

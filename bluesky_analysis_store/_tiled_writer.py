@@ -14,6 +14,7 @@ import numpy as np
 from ._errors import AnalysisInputError, AnalysisStoreError
 from ._pairs import PairRegistry
 from ._paths import check_name
+from ._values import beyond_json_integers
 
 #: Single-file mimetypes of our pairs whose tiled adapters take one ``data_uri``.
 SINGLE_FILE_MIMETYPES = ("image/tiff", "application/x-npy")
@@ -138,10 +139,22 @@ def _nonfinite(value: Any, where: str) -> str | None:
             if (found := _nonfinite(item, f"{where}[{key!r}]")) is not None:
                 return found
     elif isinstance(value, list | tuple):
+        if all(type(item) in _PLAIN_SCALARS for item in value):  # an event page's column
+            for index, item in enumerate(value):
+                if type(item) is float and not math.isfinite(item):
+                    return f"{where}[{index}]"
+            return None
         for index, item in enumerate(value):
             if (found := _nonfinite(item, f"{where}[{index}]")) is not None:
                 return found
     return None
+
+
+#: Documents TiledWriter keeps as node metadata (their numbers pass its JSON clamping).
+_METADATA_DOCUMENTS = frozenset({"start", "stop", "descriptor", "resource", "stream_resource"})
+
+#: Values whose finiteness is decided without looking inside them.
+_PLAIN_SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
 def _check_data_keys(what: str, data_keys: Mapping[str, Any]) -> None:
@@ -191,6 +204,11 @@ def check_document(name: Any, doc: Any) -> None:
             f"{what}: {where} is NaN or infinity, which a JSON document cannot carry; write "
             "such values to a file (an external data key) or replace them"
         )
+    if name in _METADATA_DOCUMENTS and (where := beyond_json_integers(doc, name)) is not None:
+        raise InvalidDocumentError(
+            f"{what}: {where} is a whole number beyond ±(2**53 - 1), which TiledWriter would "
+            "store clamped (it would read back changed); give it as a string"
+        )
     try:
         validate_document(name, doc)
     except ValidationError as error:
@@ -226,6 +244,7 @@ class _Run:
         self.stream_names: dict[str, str] = {}  # descriptor uid -> stream name
         self.rows: dict[str, int] = {}  # descriptor uid -> events received
         self.stream_rows: dict[tuple[str, str], int] = {}  # (descriptor, stream resource) -> rows
+        self.external: dict[str, bool] = {}  # data key name -> external (in every stream)
 
     def received(self) -> dict[str, int]:
         """Events received per stream (rows of events, pages or stream datums)."""
@@ -293,6 +312,8 @@ class CheckedTiledWriter:
                 raise InvalidDocumentError(f"{what}: this uid was already sent")
             if name == "stop":
                 self._check_event_counts(what, doc, run)
+            if name == "descriptor":
+                self._check_key_kinds(what, doc, run)
             return run
         if name == "datum":
             run = self._owned(what, doc["resource"], "resource")
@@ -339,6 +360,20 @@ class CheckedTiledWriter:
             "looks complete. Close it with a stop whose exit_status is 'fail' or 'abort', or "
             "send the whole run again under a new uid"
         )
+
+    @staticmethod
+    def _check_key_kinds(what: str, descriptor: Mapping[str, Any], run: _Run) -> None:
+        """TiledWriter keeps one kind per data key name in a run (external or in the events);
+        a descriptor that flips one would be refused by tiled halfway through the run."""
+        for key, spec in descriptor["data_keys"].items():
+            external = "external" in spec
+            if run.external.get(key, external) != external:
+                here, before = ("in a file", "inside the events")[:: 1 if external else -1]
+                raise InvalidDocumentError(
+                    f"{what}: data key {key!r} is {here} in stream {descriptor['name']!r} but "
+                    f"{before} in an earlier stream of run {run.uid}; a run keeps one kind per "
+                    "key name: rename the key"
+                )
 
     @staticmethod
     def _check_event_counts(what: str, stop: Mapping[str, Any], run: _Run) -> None:
@@ -471,6 +506,8 @@ class CheckedTiledWriter:
         if name == "descriptor":
             run.descriptors[doc["uid"]] = doc["data_keys"]
             run.stream_names[doc["uid"]] = doc["name"]
+            for key, spec in doc["data_keys"].items():
+                run.external.setdefault(key, "external" in spec)
         elif name in ("event", "event_page"):
             rows = len(doc["seq_num"]) if name == "event_page" else 1
             run.rows[doc["descriptor"]] = run.rows.get(doc["descriptor"], 0) + rows

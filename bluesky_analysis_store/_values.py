@@ -141,3 +141,27 @@ def to_json_value(value: Any) -> Any:
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
     return value
+
+
+#: The largest integer JSON readers keep exactly; tiled's TiledWriter clamps metadata beyond it.
+JSON_SAFE_INTEGER = 2**53 - 1
+
+
+def beyond_json_integers(value: Any, where: str) -> str | None:
+    """Where an integer (or a whole float) beyond ±(2**53 − 1) hides in a JSON-like tree, or
+    None. tiled's TiledWriter silently clamps such numbers in run metadata, so a start document
+    carrying one would read back changed."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float | np.integer | np.floating):
+        whole = isinstance(value, int | np.integer) or (math.isfinite(value) and value % 1 == 0)
+        return where if whole and abs(int(value)) > JSON_SAFE_INTEGER else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if (found := beyond_json_integers(item, f"{where}[{key!r}]")) is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if (found := beyond_json_integers(item, f"{where}[{index}]")) is not None:
+                return found
+    return None

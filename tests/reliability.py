@@ -41,13 +41,21 @@ def _cell(text: str) -> str:
 
 
 def _commit() -> str:
+    """HEAD's short hash, and whether the tests ran on changes not committed yet."""
     try:
-        out = subprocess.run(
+        head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
     except OSError:
         return "?"
-    return out.stdout.strip() or "?"
+    changed = " with uncommitted changes" if status.stdout.strip() else ""
+    return (head.stdout.strip() or "?") + changed
 
 
 def markdown(figures: Iterable[tuple[str, str, str, dict[str, Any]]]) -> str:

@@ -172,6 +172,28 @@ BAD_CASES = {
         r"data_dicts\[1\]\['primary'\]\['t'\] has dtype .* and shape \(1,\)",
     ),
     "empty data_dicts": ([], {}, {}, AnalysisInputError, "data_dicts holds no data"),
+    "key in a file in one stream and in the events of another": (
+        [{"fit": {"curve": np.zeros(30)}, "primary": {"curve": 1.0}}],
+        {},
+        {},
+        AnalysisInputError,
+        r"data key 'curve' is written to a file in stream 'fit' but travels inside the events "
+        r"of stream 'primary'; a run keeps one kind per key name",
+    ),
+    "md key that is not a string": (
+        [_good(0)],
+        {"run": {"settings": {3: "three"}}},
+        {},
+        AnalysisInputError,
+        r"the key 3 of md\['run'\]\['settings'\] is not a string",
+    ),
+    "whole number in md beyond what tiled keeps": (
+        [_good(0)],
+        {"detector_serial": 2**63 - 1, "nested": {"ok": 1}},
+        {},
+        AnalysisInputError,
+        r"md\['detector_serial'\] is a whole number beyond ±\(2\*\*53 - 1\)",
+    ),
     "data_dicts entry that is not a mapping": (
         [_good(0), [1, 2]],
         {},

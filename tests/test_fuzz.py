@@ -699,3 +699,35 @@ def test_fuzz_document_streams(tiled_catalog: Any, capsys: pytest.CaptureFixture
         stats,
         capsys,
     )
+
+
+def test_a_descriptor_that_flips_a_key_kind_poisons_its_run(tiled_catalog: Any) -> None:
+    """TiledWriter keeps one kind per key name in a run; the gate refuses the flip, and the run
+    that lost the descriptor can no longer claim success."""
+    from bluesky_analysis_store import InvalidDocumentError
+
+    store = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())
+    docs = _valid_stream("stream_resource", store.root)
+    names = [name for name, _ in docs]
+    for name, doc in docs[: names.index("stop")]:
+        store.insert(name, doc)
+    descriptor = dict(docs[names.index("descriptor")][1])
+    flipped = dict(
+        descriptor,
+        uid=str(uuid.uuid4()),
+        name="fit",
+        data_keys={"image": {"dtype": "number", "shape": [], "source": "fit"}},
+    )
+    with pytest.raises(
+        InvalidDocumentError,
+        match=r"data key 'image' is inside the events in stream 'fit' but in a file in an "
+        r"earlier stream",
+    ):
+        store.insert("descriptor", flipped)
+    with pytest.raises(InvalidDocumentError, match="lost document"):
+        store.insert("stop", docs[-1][1])
+    uid = docs[0][1]["uid"]
+    assert not store[uid].metadata.get("stop")  # it does not look complete
+    assert store.derived_from(PARENT_UID) == []
+    store.insert("stop", dict(docs[-1][1], exit_status="fail", reason="a descriptor refused"))
+    assert store[uid].metadata["stop"]["exit_status"] == "fail"  # closed honestly

@@ -1,8 +1,8 @@
 """The store goes away mid-session (issue 6, part 3): a real ``bas serve`` is stopped while a
-RunEngine emits analysis runs into it; the documents go to the durable local spool, the
-RunEngine is not aborted, and ``bas replay`` (a real subprocess) inserts them once the server
-is back. Every document is counted; each replayed run equals a direct insert of the same
-documents.
+RunEngine emits analysis runs into it (and a ``save`` follows); the documents go to the durable
+local spool, the RunEngine is not aborted, and ``bas replay`` (a real subprocess) inserts them
+once the server is back. Every document is counted; each replayed run equals a direct insert of
+the same documents.
 """
 
 from __future__ import annotations
@@ -170,13 +170,27 @@ def test_store_stopped_mid_run_spools_and_replay_inserts_every_document(
     assert stopper.stopped
     # the RunEngine was never aborted: every run ended in success
     assert [recorder.runs[uid][-1][1]["exit_status"] for uid in uids] == ["success"] * 3
+    # a save while the server is gone (a LiveAnalysis worker saves this way): to the spool
+    data, md = reduce_frames(PARENT, scale=4.0)
+    saved = store.save(data, md, provenance=make_provenance(parameters={"saved": "offline"}))
+    assert saved not in recorder.runs
 
-    # the spool holds runs 2 and 3, every document of each, as emitted
+    # the spool holds runs 2 and 3, every document of each as emitted, and the saved run
     spooled = _spooled(store)
-    assert sorted(spooled) == sorted(uids[1:]), "run 1 was inserted whole: no file is kept"
+    assert sorted(spooled) == sorted([*uids[1:], saved]), "run 1 went in whole: no file kept"
     for uid in uids[1:]:
         assert [name for name, _ in spooled[uid]] == [name for name, _ in recorder.runs[uid]]
         assert comparable(spooled[uid]) == comparable(recorder.runs[uid])
+    assert [name for name, _ in spooled[saved]] == [
+        "start",
+        "descriptor",
+        "stream_resource",
+        "stream_datum",
+        "event_page",
+        "stop",
+    ]
+    recorder.runs[saved] = spooled[saved]  # its documents, as save made them
+    uids.append(saved)
     produced = sum(len(recorder.runs[uid]) for uid in uids)
     spooled_count = sum(len(docs) for docs in spooled.values())
 
@@ -214,16 +228,18 @@ def test_store_stopped_mid_run_spools_and_replay_inserts_every_document(
         for name, doc in recorder.runs[uid]
         if name in ("event", "event_page")
     )
-    assert stored_events == emitted_events == 12
+    assert stored_events == emitted_events == 16
     assert sorted(store.derived_from(PARENT_UID)) == sorted(uids)
+    assert (root / saved / "primary" / "image.h5").is_file()
     counts = Counter(name for uid in uids for name, _ in recorder.runs[uid])
     after_outage = sum(len(recorder.runs[uid]) for uid in uids[1:])
     figure(
         capsys,
         "spool",
         "a real bas serve is stopped during the second of three analysis runs a RunEngine "
-        "emits; the RunEngine finishes all three, the spool keeps every document after the "
-        "outage, bas replay inserts them, and each run equals a direct insert",
+        "emits, and a store.save follows; the RunEngine finishes all three, the spool keeps "
+        "every document after the outage, bas replay inserts them, and each run equals a "
+        "direct insert",
         backend="sqlite",
         runs=len(uids),
         produced=produced,
