@@ -11,7 +11,7 @@ from ._errors import AnalysisInputError
 from ._policy import ProvenancePolicy
 from ._provenance import Provenance
 from ._samples import MetadataPacket
-from ._values import beyond_json_integers
+from ._values import beyond_json_integers, find_in_tree
 
 #: Start-document keys that compose_analysis_run sets itself.
 RESERVED_MD_KEYS = frozenset({"uid", "time", "content_hash"})
@@ -28,26 +28,11 @@ PROVENANCE_KEYS = frozenset(
 )
 
 
-def _non_string_key(value: Any, where: str) -> str | None:
-    """Where a mapping key that is not a string hides in ``value``, or None."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"the key {key!r:.40} of {where}"
-            if (found := _non_string_key(item, f"{where}[{key!r}]")) is not None:
-                return found
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            if (found := _non_string_key(item, f"{where}[{index}]")) is not None:
-                return found
-    return None
-
-
 def check_md(md: Any) -> dict[str, Any]:
     """A deep copy of ``md`` after checking it is a JSON-serializable mapping without our keys."""
     if not isinstance(md, Mapping):
         raise AnalysisInputError(f"md must be a mapping for the start document; got {md!r}")
-    if (where := _non_string_key(dict(md), "md")) is not None:
+    if (where := find_in_tree(dict(md), "md", key=lambda k: not isinstance(k, str))) is not None:
         raise AnalysisInputError(
             f"{where} is not a string; the start document's keys are strings (JSON would turn "
             "the key into one, and the run would read back changed)"

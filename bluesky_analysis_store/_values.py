@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,21 +148,39 @@ def to_json_value(value: Any) -> Any:
 JSON_SAFE_INTEGER = 2**53 - 1
 
 
+def find_in_tree(
+    value: Any,
+    where: str,
+    *,
+    leaf: Callable[[Any], bool] | None = None,
+    key: Callable[[Any], bool] | None = None,
+) -> str | None:
+    """Where, in a JSON-like tree (mappings, lists, tuples), the first leaf for which
+    ``leaf(value)`` holds or the first mapping key for which ``key(k)`` holds is; or None."""
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            if key is not None and key(name):
+                return f"the key {name!r:.40} of {where}"
+            if (found := find_in_tree(item, f"{where}[{name!r}]", leaf=leaf, key=key)) is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if (found := find_in_tree(item, f"{where}[{index}]", leaf=leaf, key=key)) is not None:
+                return found
+        return None
+    return where if leaf is not None and leaf(value) else None
+
+
+def _beyond_json_integer(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return False
+    whole = isinstance(value, int | np.integer) or (math.isfinite(value) and value % 1 == 0)
+    return whole and abs(int(value)) > JSON_SAFE_INTEGER
+
+
 def beyond_json_integers(value: Any, where: str) -> str | None:
     """Where an integer (or a whole float) beyond ±(2**53 − 1) hides in a JSON-like tree, or
     None. tiled's TiledWriter silently clamps such numbers in run metadata, so a start document
     carrying one would read back changed."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float | np.integer | np.floating):
-        whole = isinstance(value, int | np.integer) or (math.isfinite(value) and value % 1 == 0)
-        return where if whole and abs(int(value)) > JSON_SAFE_INTEGER else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if (found := beyond_json_integers(item, f"{where}[{key!r}]")) is not None:
-                return found
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            if (found := beyond_json_integers(item, f"{where}[{index}]")) is not None:
-                return found
-    return None
+    return find_in_tree(value, where, leaf=_beyond_json_integer)
