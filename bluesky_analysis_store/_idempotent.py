@@ -95,9 +95,7 @@ class IdempotentInserter:
         if name in ("descriptor", "resource", "stream_resource"):
             self._owner[doc["uid"]] = uid
         if name == "stop":
-            del self._new[uid]
-            for key in [k for k, v in self._owner.items() if v == uid]:
-                del self._owner[key]
+            self.forget(uid)
 
     def created(self, uid: str) -> bool:
         """Whether run ``uid`` is open here and its node was created by this inserter."""

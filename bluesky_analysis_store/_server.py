@@ -277,8 +277,13 @@ class KeyGuard:
         return replay
 
 
+def _spec_name(spec: Any) -> Any:
+    """A spec's name, whether it is tiled's ``Spec`` or its JSON form (None if it has none)."""
+    return spec.get("name") if isinstance(spec, Mapping) else getattr(spec, "name", None)
+
+
 def _spec_names(specs: Any) -> set[str]:
-    return {str(s.get("name") if isinstance(s, Mapping) else getattr(s, "name", "")) for s in specs}
+    return {str(_spec_name(s) or "") for s in specs}
 
 
 def _specs_after(method: str, body: bytes, current: list[Any]) -> set[str] | None:
@@ -298,7 +303,7 @@ def _specs_after(method: str, body: bytes, current: list[Any]) -> set[str] | Non
         from jsonpatch import apply_patch
 
         def plain(spec: Any) -> Any:
-            name = spec.get("name") if isinstance(spec, Mapping) else getattr(spec, "name", None)
+            name = _spec_name(spec)
             return {"name": name} if name is not None else spec
 
         operations = [

@@ -526,9 +526,7 @@ class CheckedTiledWriter:
             self._owner[doc["datum_id"]] = run.uid
             return
         elif name == "stop":
-            del self._runs[run.uid]
-            for key in [k for k, v in self._owner.items() if v == run.uid]:
-                del self._owner[key]
+            self.forget(run.uid)  # closed: nothing more may come for it
             return
         else:
             return
