@@ -281,6 +281,12 @@ def test_keys_are_compared_in_constant_time(tmp_path, monkeypatch, capsys):
         calls.append((a, b))
         return real(a, b)
 
+    from tiled.server.settings import get_settings
+
+    # tiled's build_app writes the single-user key into the process-wide cached settings,
+    # which every in-process tiled app of this session reads: put the session's key back after
+    settings = get_settings()
+    monkeypatch.setattr(settings, "single_user_api_key", settings.single_user_api_key)
     app = _server.build_server_app(tmp_path / "store", WRITE_KEY, read_key=READ_KEY)
     monkeypatch.setattr(secrets, "compare_digest", counting)
     write_b, read_b = WRITE_KEY.encode(), READ_KEY.encode()
