@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BASE_STAMP := $(VENV)/.installed-base
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint docs pytest reliability env clean
+.PHONY: demo test lint docs pytest fuzz reliability env clean
 
 # uv (from the package registry) installs the stack in seconds; plain pip is the fallback.
 define install
@@ -44,6 +44,12 @@ pytest: $(TEST_STAMP)
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && TMPDIR=$$tmp $(PY) -m pytest
 
 test: lint docs pytest
+
+# New fuzz cases (random seeds, ten times as many as `make test` tries): a failure prints the
+# case and how to reproduce it.
+fuzz: $(TEST_STAMP)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && TMPDIR=$$tmp BAS_FUZZ_SCALE=$${BAS_FUZZ_SCALE:-10} \
+		$(PY) -m pytest -q tests/test_fuzz.py --hypothesis-profile=explore -p no:cacheprovider
 
 # RELIABILITY.md from the reliability tests' own figures (needs PostgreSQL, as the tests do).
 RELIABILITY_TESTS := tests/test_fsck.py tests/test_idempotent.py tests/test_spool.py \

@@ -100,6 +100,11 @@ def _streams(data_dicts: Any) -> dict[str, list[tuple[int, Mapping[str, Any]]]]:
                     f"{_where(n, stream)} must be a non-empty mapping of data keys to values; "
                     f"got {data!r:.80}"
                 )
+            # names are checked in full once per stream; a key that is no string would break
+            # the comparisons (and the error messages) before that
+            for key in data:
+                if not isinstance(key, str):
+                    check_name(key, f"{_where(n, stream)}: data key")
             streams.setdefault(stream, []).append((n, data))
     if not streams:
         raise AnalysisInputError("data_dicts holds no data; give at least one stream")
@@ -107,7 +112,8 @@ def _streams(data_dicts: Any) -> dict[str, list[tuple[int, Mapping[str, Any]]]]:
 
 
 def _default_writer(value: Any, registry: PairRegistry) -> KeyWriter | None:
-    """Where a key named in no ``writers`` entry goes: a DataFrame or a big array to a file."""
+    """Where a key named in no ``writers`` entry goes: a DataFrame, a big or an empty array to a
+    file."""
     kind = type(value).__name__
     if kind == "DataFrame":
         return KeyWriter(pair=registry["BAS_TABLE_HDF5"])
@@ -115,7 +121,9 @@ def _default_writer(value: Any, registry: PairRegistry) -> KeyWriter | None:
     is_complex = getattr(getattr(value, "dtype", None), "kind", "") == "c" or isinstance(
         value, complex
     )
-    if (getattr(value, "ndim", 0) and size > INLINE_ARRAY_LIMIT) or is_complex:
+    # An empty array goes to a file too: tiled keeps it in the event table, read back as text.
+    big_or_empty = size > INLINE_ARRAY_LIMIT or size == 0
+    if (getattr(value, "ndim", 0) and big_or_empty) or is_complex:
         return KeyWriter(pair=registry["BAS_HDF5"])
     return None
 
@@ -403,7 +411,7 @@ def compose_analysis_run(
         a DBEP 6 ``writers_dict`` entry ``{"writer", "resource": {"func", "kwargs"}, "root",
         "spec"}`` whose ``func(docs, data_key, **kwargs)`` returns ``(resource_path,
         resource_kwargs)``. Keys not named here travel inside the events, except DataFrames
-        (→ ``BAS_TABLE_HDF5``) and arrays of more than 16 elements or complex values
+        (→ ``BAS_TABLE_HDF5``) and empty arrays, arrays of more than 16 elements or complex values
         (→ ``BAS_HDF5``).
     registry : PairRegistry, optional
         Where spec names are looked up; default: every pair installed through entry points.

@@ -60,8 +60,8 @@ class AnalysisDevice(Device):
     """An ophyd device whose reading is computed: ``compute()`` runs at every trigger.
 
     Use it in any bluesky plan, beside real detectors (``count([det, device])``,
-    ``scan([det, device], motor, ...)``). Small values travel inside the events; DataFrames,
-    arrays of more than 16 elements and complex values (or any key named in ``writers``) are
+    ``scan([det, device], motor, ...)``). Small values travel inside the events; DataFrames, empty
+    arrays, arrays of more than 16 elements and complex values (or any key named in ``writers``) are
     appended to one file per key, created at the first trigger after :meth:`stage` as
     ``ROOT/RUN/NAME/KEY.SUFFIX`` under a temporary name and given their final name by
     :meth:`unstage`. ``RUN`` is :attr:`run_uid` when a plan sets it (as

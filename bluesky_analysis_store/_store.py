@@ -445,8 +445,11 @@ class AnalysisStore(ClosingContext):
         """A run by full or partial uid (or ``-1`` for the latest)."""
         return self.runs[key]
 
-    def __contains__(self, uid: str) -> bool:
-        return uid in self.runs
+    def __contains__(self, uid: object) -> bool:
+        try:
+            return uid in self.runs
+        except ValueError:  # bluesky-tiled-plugins: a partial uid shorter than 5 characters
+            return False
 
     def __len__(self) -> int:
         # tiled's client caches a container's length for a second; a count asked for right

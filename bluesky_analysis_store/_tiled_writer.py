@@ -14,7 +14,7 @@ import numpy as np
 from ._errors import AnalysisInputError, AnalysisStoreError
 from ._pairs import PairRegistry
 from ._paths import check_name
-from ._values import beyond_json_integers
+from ._values import beyond_int64, beyond_json_integers
 
 #: Single-file mimetypes of our pairs whose tiled adapters take one ``data_uri``.
 SINGLE_FILE_MIMETYPES = ("image/tiff", "application/x-npy")
@@ -84,7 +84,10 @@ def analysis_tiled_writer(
     registry : PairRegistry, optional
         Its specs are mapped to mimetypes; default: every installed pair.
     **kwargs
-        Passed to ``TiledWriter`` (``batch_size``, ``patches``, ...).
+        Passed to ``TiledWriter`` (``batch_size``, ``patches``, ...). ``max_array_size``
+        defaults to 0: every array kept inside the events becomes an array node. TiledWriter's
+        own default keeps arrays of up to 16 elements as list columns of the event table, which
+        tiled's client (through dask's ``dataframe.convert-string``) reads back as strings.
     """
     from bluesky_tiled_plugins.writing.tiled_writer import TiledWriter
 
@@ -93,6 +96,7 @@ def analysis_tiled_writer(
     register_tiled_consolidators()
     registry = registry if registry is not None else default_registry()
     spec_to_mimetype = {**registry.spec_to_mimetype(), **kwargs.pop("spec_to_mimetype", {})}
+    kwargs.setdefault("max_array_size", 0)
     return CheckedTiledWriter(TiledWriter(container, spec_to_mimetype=spec_to_mimetype, **kwargs))
 
 
@@ -219,6 +223,8 @@ def check_document(name: Any, doc: Any) -> None:
     except (AnalysisInputError, KeyError, IndexError, TypeError, ValueError) as error:
         raise InvalidDocumentError(f"{what} is malformed: {error!s:.300}") from None
     if name == "descriptor":
+        if "name" not in doc:  # optional in the schema, but it is the stream's name in tiled
+            raise InvalidDocumentError(f"{what} lacks 'name'; name the stream it describes")
         try:
             check_name(doc["name"], f"{what}: stream name")
         except AnalysisInputError as error:
@@ -238,7 +244,7 @@ class _Run:
         self.uid = uid
         self.descriptors: dict[str, Mapping[str, Any]] = {}  # uid -> data_keys
         self.resources: set[str] = set()
-        self.stream_resources: set[str] = set()
+        self.stream_resources: dict[str, str] = {}  # uid -> the data key it holds
         self.datums: set[str] = set()
         self.refused: list[str] = []  # why documents of this run were refused
         self.stream_names: dict[str, str] = {}  # descriptor uid -> stream name
@@ -247,13 +253,42 @@ class _Run:
         self.external: dict[str, bool] = {}  # data key name -> external (in every stream)
 
     def received(self) -> dict[str, int]:
-        """Events received per stream (rows of events, pages or stream datums)."""
+        """Whole rows received per stream. A row counts once every part of it arrived: its
+        event, unless every key of the stream is in stream resources (``external: STREAM:``;
+        such a stream may come without events), and its slice of each of those keys."""
         counts: dict[str, int] = {}
         for descriptor, name in self.stream_names.items():
-            rows = [self.rows.get(descriptor, 0)]
-            rows += [n for (d, _), n in self.stream_rows.items() if d == descriptor]
-            counts[name] = counts.get(name, 0) + max(rows)
+            keys = self.descriptors[descriptor]
+            streamed = {k for k, spec in keys.items() if _is_streamed(spec)}
+            parts = [
+                sum(
+                    rows
+                    for (d, resource), rows in self.stream_rows.items()
+                    if d == descriptor and self.stream_resources.get(resource) == key
+                )
+                for key in streamed
+            ]
+            if len(streamed) < len(keys) or not parts:
+                parts.append(self.rows.get(descriptor, 0))
+            counts[name] = counts.get(name, 0) + min(parts)
         return counts
+
+
+#: Specs for which TiledWriter supplies the dataset inside an HDF5 file when a resource lacks it.
+_SPECS_WITH_DEFAULT_DATASET = frozenset(
+    {"AD_HDF5", "AD_HDF5_SINGLE", "AD_HDF5_SWMR", "HDF5", "XSP", "XSP3", "TPX_HDF5"}
+)
+
+
+def _tiled_spec_to_mimetype() -> Mapping[str, str]:
+    from bluesky_tiled_plugins.writing.tiled_writer import MIMETYPE_LOOKUP
+
+    return dict(MIMETYPE_LOOKUP)
+
+
+def _is_streamed(spec: Any) -> bool:
+    external = spec.get("external") if isinstance(spec, Mapping) else None
+    return isinstance(external, str) and external.startswith("STREAM:")
 
 
 class CheckedTiledWriter:
@@ -314,6 +349,8 @@ class CheckedTiledWriter:
                 self._check_event_counts(what, doc, run)
             if name == "descriptor":
                 self._check_key_kinds(what, doc, run)
+            if name in ("resource", "stream_resource"):
+                self._check_hdf5_dataset(what, name, doc)
             return run
         if name == "datum":
             run = self._owned(what, doc["resource"], "resource")
@@ -374,6 +411,27 @@ class CheckedTiledWriter:
                     f"{before} in an earlier stream of run {run.uid}; a run keeps one kind per "
                     "key name: rename the key"
                 )
+
+    def _check_hdf5_dataset(self, what: str, name: str, doc: Mapping[str, Any]) -> None:
+        """tiled reads an HDF5 asset at ``parameters['dataset']`` (or ``'path'``); without one it
+        opens the file's root group, and a run that looks complete could not be read."""
+        if name == "resource":
+            spec, parameters = doc["spec"], doc["resource_kwargs"]
+            if spec in _SPECS_WITH_DEFAULT_DATASET:
+                return  # TiledWriter fills in the detector's dataset
+            mimetype = getattr(self.writer, "spec_to_mimetype", {}).get(spec)
+            mimetype = mimetype or _tiled_spec_to_mimetype().get(spec)
+            field = "resource_kwargs"
+        else:
+            mimetype, parameters, field = doc["mimetype"], doc["parameters"], "parameters"
+        if mimetype != "application/x-hdf5":
+            return
+        dataset = parameters.get("path", parameters.get("dataset"))
+        if not isinstance(dataset, str) or not dataset.strip("/"):
+            raise InvalidDocumentError(
+                f"{what}: an HDF5 file needs {field}['dataset'], the path of the data inside the "
+                f"file (for instance '/data'); got {field} {dict(parameters)!r:.160}"
+            )
 
     @staticmethod
     def _check_event_counts(what: str, stop: Mapping[str, Any], run: _Run) -> None:
@@ -454,6 +512,11 @@ class CheckedTiledWriter:
                         f"descriptor declares "
                         f"{'a datum id (str)' if external else repr(spec['dtype'])}"
                     )
+                if not external and (where := beyond_int64(value, f"data[{key!r}]")):
+                    raise InvalidDocumentError(
+                        f"{what}: {where} (row {row}) does not fit a 64-bit signed integer, the "
+                        "widest an event table holds; send it as a string or a float"
+                    )
                 if external and value not in run.datums:
                     raise InvalidDocumentError(
                         f"{what}: data[{key!r}] refers to datum {value!r:.80}, which was not "
@@ -520,7 +583,7 @@ class CheckedTiledWriter:
         elif name == "resource":
             run.resources.add(doc["uid"])
         elif name == "stream_resource":
-            run.stream_resources.add(doc["uid"])
+            run.stream_resources[doc["uid"]] = doc["data_key"]
         elif name == "datum":
             run.datums.add(doc["datum_id"])
             self._owner[doc["datum_id"]] = run.uid

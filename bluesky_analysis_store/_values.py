@@ -115,6 +115,11 @@ def describe_inline(value: Any) -> ValueDescription:
     if isinstance(value, str):
         return ValueDescription("string", "<U0", ())
     if isinstance(value, numbers.Integral):
+        if _beyond_int64(value):
+            raise UnsupportedValueError(
+                f"{value} does not fit a 64-bit signed integer, the widest an event table holds; "
+                "give it as a string or a float"
+            )
         return ValueDescription("integer", np.asarray(value).dtype.str, ())
     if isinstance(value, numbers.Real):
         if not math.isfinite(float(value)):
@@ -125,6 +130,12 @@ def describe_inline(value: Any) -> ValueDescription:
         return ValueDescription("number", np.asarray(value).dtype.str, ())
     if isinstance(value, np.ndarray):
         description = describe_array(value, kinds=frozenset("biuf"))
+        if value.dtype == np.uint64 and value.size and int(value.max()) > INT64_RANGE[1]:
+            raise UnsupportedValueError(
+                f"array holds {int(value.max())}, which does not fit a 64-bit signed integer, "
+                "the widest an event table holds; write it to a file with a writer (e.g. "
+                "'BAS_HDF5')"
+            )
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             raise UnsupportedValueError(
                 "array holds NaN or infinity, which JSON cannot carry; "
@@ -177,6 +188,21 @@ def _beyond_json_integer(value: Any) -> bool:
         return False
     whole = isinstance(value, int | np.integer) or (math.isfinite(value) and value % 1 == 0)
     return whole and abs(int(value)) > JSON_SAFE_INTEGER
+
+
+#: The integers tiled's event tables hold (64-bit signed); TiledWriter fails at the stop on others.
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
+
+def _beyond_int64(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        return False
+    return not INT64_RANGE[0] <= int(value) <= INT64_RANGE[1]
+
+
+def beyond_int64(value: Any, where: str) -> str | None:
+    """Where an integer outside the 64-bit signed range hides in a JSON-like tree, or None."""
+    return find_in_tree(value, where, leaf=_beyond_int64)
 
 
 def beyond_json_integers(value: Any, where: str) -> str | None:

@@ -76,6 +76,28 @@ BAD_CASES = {
         AnalysisInputError,
         r"data_dicts\[0\]\['primary'\]: data key 'a.b' is not accepted; use 1-128 characters",
     ),
+    "integer beyond 64 bits": (  # found by `make fuzz`: event-model refused dtype '|O'
+        [{"primary": {"x": -(2**63) - 1}}],
+        {},
+        {},
+        AnalysisInputError,
+        r"data_dicts\[0\]\['primary'\]\['x'\]: -9223372036854775809 does not fit a 64-bit "
+        "signed integer",
+    ),
+    "uint64 array beyond the signed range": (  # tiled failed at the stop, after the files
+        [{"primary": {"x": np.array([2**64 - 1, 1], dtype="u8")}}],
+        {},
+        {},
+        AnalysisInputError,
+        r"\['x'\]: array holds 18446744073709551615, which does not fit a 64-bit signed integer",
+    ),
+    "key that is no string, in a later entry": (  # found by `make fuzz`: a TypeError before
+        [{"primary": {"x": 0.0}}, {"primary": {"x": 1.0, 3: "y"}}],
+        {},
+        {"writers": {"image": "BAS_HDF5"}},
+        AnalysisInputError,
+        r"data_dicts\[1\]\['primary'\]: data key 3 is not accepted; use 1-128 characters",
+    ),
     "key containing a slash": (
         [{"primary": {"a/b": np.zeros(100)}}],
         {},

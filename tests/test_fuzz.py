@@ -16,6 +16,7 @@ Each test reports its counts (cases tried, runs made, typed refusals by error ty
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -42,7 +43,9 @@ from bluesky_analysis_store._errors import AnalysisStoreError
 
 
 def fuzz(max_examples: int) -> settings:
-    return settings(max_examples=max_examples, **_FUZZ)
+    """Settings for a fuzz test; ``BAS_FUZZ_SCALE`` (``make fuzz``) multiplies its cases."""
+    scale = int(os.environ.get("BAS_FUZZ_SCALE", "1"))
+    return settings(max_examples=max_examples * scale, **_FUZZ)
 
 
 _FUZZ: dict[str, Any] = dict(
@@ -731,3 +734,109 @@ def test_a_descriptor_that_flips_a_key_kind_poisons_its_run(tiled_catalog: Any) 
     assert store.derived_from(PARENT_UID) == []
     store.insert("stop", dict(docs[-1][1], exit_status="fail", reason="a descriptor refused"))
     assert store[uid].metadata["stop"]["exit_status"] == "fail"  # closed honestly
+
+
+@pytest.mark.parametrize(
+    ("form", "moved"),  # the documents sent after the stop
+    [
+        ("stream_resource", "event"),  # found by the fuzzer: stream datums arrived, events not
+        ("stream_resource", "stream_datum"),  # events arrived, the file's rows not
+        ("resource", "event"),
+    ],
+)
+def test_a_success_stop_before_part_of_its_rows_is_refused(
+    tiled_catalog: Any, form: str, moved: str
+) -> None:
+    """A row counts once its event and its slice of every stream resource have arrived: a
+    success stop sent before either part leaves the run without a stop, not complete-looking."""
+    from bluesky_analysis_store import InvalidDocumentError
+
+    store = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())
+    docs = _valid_stream(form, store.root)
+    held_back = [(name, doc) for name, doc in docs if name == moved]
+    docs = [(name, doc) for name, doc in docs if name != moved] + held_back
+    refused = []
+    for name, doc in docs:
+        try:
+            store.insert(name, doc)
+        except InvalidDocumentError as error:
+            refused.append((name, str(error)))
+    assert refused[0][0] == "stop"
+    assert "claims success with num_events {'primary': 3}, but this run received" in refused[0][1]
+    uid = docs[0][1]["uid"]
+    assert not store[uid].metadata.get("stop")
+    assert store.derived_from(PARENT_UID) == []
+
+
+@pytest.mark.parametrize(
+    ("form", "field"), [("stream_resource", "parameters"), ("resource", "resource_kwargs")]
+)
+@pytest.mark.parametrize("given", [{"a": 1}, {"dataset": ""}, {"dataset": 3}])
+def test_an_hdf5_asset_without_its_dataset_is_refused(
+    tiled_catalog: Any, form: str, field: str, given: dict[str, Any]
+) -> None:
+    """Found by `make fuzz`: tiled opens an HDF5 asset without a dataset at its root group, so
+    the run looked complete and could not be read."""
+    from bluesky_analysis_store import InvalidDocumentError
+
+    store = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())
+    docs = _valid_stream(form, store.root)
+    name, asset = next((n, d) for n, d in docs if n == form)
+    asset[field] = given
+    refused = []
+    for name, doc in docs:
+        try:
+            store.insert(name, doc)
+        except InvalidDocumentError as error:
+            refused.append((name, str(error)))
+    assert refused[0][0] == form
+    assert f"an HDF5 file needs {field}['dataset'], the path of the data inside" in refused[0][1]
+    assert refused[-1][0] == "stop"  # the run never claims success
+    assert not store[docs[0][1]["uid"]].metadata.get("stop")
+
+
+def test_an_event_integer_beyond_64_bits_is_refused(tiled_catalog: Any) -> None:
+    """TiledWriter would fail on it only when the stop flushes the event table."""
+    from bluesky_analysis_store import InvalidDocumentError
+
+    store = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())
+    docs = _valid_stream("resource", store.root)
+    names = [name for name, _ in docs]
+    event = docs[names.index("event")][1]
+    event["data"] = {**event["data"], "n": 2**63}
+    refused = []
+    for name, doc in docs:
+        try:
+            store.insert(name, doc)
+        except InvalidDocumentError as error:
+            refused.append((name, str(error)))
+    assert refused[0][0] == "event"
+    assert "data['n'] (row 0) does not fit a 64-bit signed integer" in refused[0][1]
+    assert refused[-1][0] == "stop"
+
+
+@pytest.mark.parametrize("form", ["stream_resource", "resource"])
+def test_every_field_dropped_in_turn_is_refused_or_harmless(tiled_catalog: Any, form: str) -> None:
+    """Each field of the descriptor and the asset documents of a valid stream, dropped in turn (a
+    descriptor without its 'name', found by `make fuzz`, once crashed the checks with a
+    KeyError): a typed error, or a run that looks complete and reads back."""
+    from bluesky_analysis_store import InvalidDocumentError
+
+    template = _valid_stream(form, tiled_catalog.new_root())
+    first = {name: i for i, (name, _) in reversed(list(enumerate(template)))}
+    structural = [first[n] for n in ("descriptor", form, "datum", "stream_datum") if n in first]
+    cases = [(i, field) for i in structural for field in sorted(template[i][1])]
+    complete = 0
+    for i, field in cases:
+        store = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())
+        docs = _valid_stream(form, store.root)
+        docs[i][1].pop(field)
+        for name, doc in docs:
+            with contextlib.suppress(InvalidDocumentError):
+                store.insert(name, doc)
+        uid = docs[0][1].get("uid", str(uuid.uuid4()))
+        if uid in store and (store[uid].metadata.get("stop") or {}).get("exit_status") == "success":
+            complete += 1
+            assert list(store[uid]["primary"].read()["n"].values) == [0, 1, 2], (i, field)
+    assert len(cases) >= 10
+    assert complete < len(cases)

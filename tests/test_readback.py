@@ -86,6 +86,35 @@ def test_tiled_writer_round_trip(tiled_catalog, asset_form):
     assert fit["cplx"].read().tolist() == [np.complex64(1 + 1j), np.complex64(3 + 1j)]
 
 
+SMALL_ARRAYS = {
+    "f8": lambda i: np.array([0.1, 0.2, 0.3]) * i,
+    "f4_2d": lambda i: np.arange(6, dtype="f4").reshape(2, 3) + i,
+    "u1": lambda i: np.array([1, 255, i], dtype="u1"),
+    "i8": lambda i: np.array([-(2**62), i], dtype="i8"),
+    "b1": lambda i: np.array([True, i % 2 == 0]),
+    "empty": lambda i: np.zeros((0,)),
+}
+
+
+@pytest.mark.parametrize("event_pages", [True, False])
+def test_arrays_inside_the_events_read_back_as_arrays(tiled_catalog, event_pages):
+    """Arrays small enough to stay inside the events come back as numeric arrays of their own
+    dtype and shape: TiledWriter's default would keep them as list columns of the event table,
+    which tiled's (dask-based) client reads back as strings such as '[0.1 0.2 0.3]'."""
+    data = [{"primary": {k: make(i) for k, make in SMALL_ARRAYS.items()}} for i in range(4)]
+    runs = tiled_catalog.new_runs_container()
+    run = compose(data, {}, root=tiled_catalog.new_root(), event_pages=event_pages)
+    writer = analysis_tiled_writer(runs)
+    for name, doc in run:
+        writer(name, doc)
+    primary = runs[run.uid]["primary"]
+    events = primary.read()
+    for key, make in SMALL_ARRAYS.items():
+        expected = np.stack([make(i) for i in range(4)])
+        _assert_bit_exact(np.asarray(primary[key].read()), expected)
+        _assert_bit_exact(events[key].values, expected)
+
+
 def test_bare_tiled_writer_after_registering_consolidators(tiled_catalog):
     """A user with their own TiledWriter needs only our consolidators and spec_to_mimetype."""
     from bluesky_tiled_plugins.writing.tiled_writer import TiledWriter

@@ -1,5 +1,7 @@
 """AnalysisStore on a real tiled catalog (SQLite): save, read back, find."""
 
+import uuid
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,6 +39,8 @@ def test_save_and_read_back_sliceable(store):
     assert store[uid[:8]].metadata["start"]["uid"] == uid  # partial uid
     assert store[-1].metadata["start"]["uid"] == uid
     assert uid in store
+    assert "abc" not in store  # too short for a partial uid: not found, not an error
+    assert str(uuid.uuid4()) not in store
     assert len(store) == 1
 
 
