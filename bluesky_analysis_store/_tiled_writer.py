@@ -280,12 +280,6 @@ _SPECS_WITH_DEFAULT_DATASET = frozenset(
 )
 
 
-def _tiled_spec_to_mimetype() -> Mapping[str, str]:
-    from bluesky_tiled_plugins.writing.tiled_writer import MIMETYPE_LOOKUP
-
-    return dict(MIMETYPE_LOOKUP)
-
-
 def _is_streamed(spec: Any) -> bool:
     external = spec.get("external") if isinstance(spec, Mapping) else None
     return isinstance(external, str) and external.startswith("STREAM:")
@@ -419,8 +413,11 @@ class CheckedTiledWriter:
             spec, parameters = doc["spec"], doc["resource_kwargs"]
             if spec in _SPECS_WITH_DEFAULT_DATASET:
                 return  # TiledWriter fills in the detector's dataset
-            mimetype = getattr(self.writer, "spec_to_mimetype", {}).get(spec)
-            mimetype = mimetype or _tiled_spec_to_mimetype().get(spec)
+            from bluesky_tiled_plugins.writing.tiled_writer import MIMETYPE_LOOKUP
+
+            # the mapping TiledWriter converts a resource with: its defaults, then ours
+            ours = getattr(self.writer, "spec_to_mimetype", {})
+            mimetype = ours.get(spec) or MIMETYPE_LOOKUP.get(spec)
             field = "resource_kwargs"
         else:
             mimetype, parameters, field = doc["mimetype"], doc["parameters"], "parameters"
@@ -476,11 +473,7 @@ class CheckedTiledWriter:
     def _check_event_data(
         self, what: str, name: str, doc: Mapping[str, Any], data_keys: Mapping[str, Any], run: _Run
     ) -> None:
-        expected = {
-            key
-            for key, spec in data_keys.items()
-            if not str(spec.get("external") or "").startswith("STREAM:")
-        }
+        expected = {key for key, spec in data_keys.items() if not _is_streamed(spec)}
         for field in ("data", "timestamps"):
             if set(doc[field]) != expected:
                 raise InvalidDocumentError(

@@ -16,7 +16,6 @@ Each test reports its counts (cases tried, runs made, typed refusals by error ty
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import tempfile
@@ -736,6 +735,19 @@ def test_a_descriptor_that_flips_a_key_kind_poisons_its_run(tiled_catalog: Any) 
     assert store[uid].metadata["stop"]["exit_status"] == "fail"  # closed honestly
 
 
+def _insert_all(store: AnalysisStore, docs: list[tuple[str, Any]]) -> list[tuple[str, str]]:
+    """Insert every document in turn; the (name, message) of each refused one."""
+    from bluesky_analysis_store import InvalidDocumentError
+
+    refused = []
+    for name, doc in docs:
+        try:
+            store.insert(name, doc)
+        except InvalidDocumentError as error:
+            refused.append((name, str(error)))
+    return refused
+
+
 @pytest.mark.parametrize(
     ("form", "moved"),  # the documents sent after the stop
     [
@@ -749,18 +761,12 @@ def test_a_success_stop_before_part_of_its_rows_is_refused(
 ) -> None:
     """A row counts once its event and its slice of every stream resource have arrived: a
     success stop sent before either part leaves the run without a stop, not complete-looking."""
-    from bluesky_analysis_store import InvalidDocumentError
 
     store = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())
     docs = _valid_stream(form, store.root)
     held_back = [(name, doc) for name, doc in docs if name == moved]
     docs = [(name, doc) for name, doc in docs if name != moved] + held_back
-    refused = []
-    for name, doc in docs:
-        try:
-            store.insert(name, doc)
-        except InvalidDocumentError as error:
-            refused.append((name, str(error)))
+    refused = _insert_all(store, docs)
     assert refused[0][0] == "stop"
     assert "claims success with num_events {'primary': 3}, but this run received" in refused[0][1]
     uid = docs[0][1]["uid"]
@@ -777,18 +783,12 @@ def test_an_hdf5_asset_without_its_dataset_is_refused(
 ) -> None:
     """Found by `make fuzz`: tiled opens an HDF5 asset without a dataset at its root group, so
     the run looked complete and could not be read."""
-    from bluesky_analysis_store import InvalidDocumentError
 
     store = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())
     docs = _valid_stream(form, store.root)
-    name, asset = next((n, d) for n, d in docs if n == form)
+    asset = next(doc for name, doc in docs if name == form)
     asset[field] = given
-    refused = []
-    for name, doc in docs:
-        try:
-            store.insert(name, doc)
-        except InvalidDocumentError as error:
-            refused.append((name, str(error)))
+    refused = _insert_all(store, docs)
     assert refused[0][0] == form
     assert f"an HDF5 file needs {field}['dataset'], the path of the data inside" in refused[0][1]
     assert refused[-1][0] == "stop"  # the run never claims success
@@ -797,19 +797,13 @@ def test_an_hdf5_asset_without_its_dataset_is_refused(
 
 def test_an_event_integer_beyond_64_bits_is_refused(tiled_catalog: Any) -> None:
     """TiledWriter would fail on it only when the stop flushes the event table."""
-    from bluesky_analysis_store import InvalidDocumentError
 
     store = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())
     docs = _valid_stream("resource", store.root)
     names = [name for name, _ in docs]
     event = docs[names.index("event")][1]
     event["data"] = {**event["data"], "n": 2**63}
-    refused = []
-    for name, doc in docs:
-        try:
-            store.insert(name, doc)
-        except InvalidDocumentError as error:
-            refused.append((name, str(error)))
+    refused = _insert_all(store, docs)
     assert refused[0][0] == "event"
     assert "data['n'] (row 0) does not fit a 64-bit signed integer" in refused[0][1]
     assert refused[-1][0] == "stop"
@@ -820,7 +814,6 @@ def test_every_field_dropped_in_turn_is_refused_or_harmless(tiled_catalog: Any, 
     """Each field of the descriptor and the asset documents of a valid stream, dropped in turn (a
     descriptor without its 'name', found by `make fuzz`, once crashed the checks with a
     KeyError): a typed error, or a run that looks complete and reads back."""
-    from bluesky_analysis_store import InvalidDocumentError
 
     template = _valid_stream(form, tiled_catalog.new_root())
     first = {name: i for i, (name, _) in reversed(list(enumerate(template)))}
@@ -831,9 +824,7 @@ def test_every_field_dropped_in_turn_is_refused_or_harmless(tiled_catalog: Any, 
         store = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())
         docs = _valid_stream(form, store.root)
         docs[i][1].pop(field)
-        for name, doc in docs:
-            with contextlib.suppress(InvalidDocumentError):
-                store.insert(name, doc)
+        _insert_all(store, docs)
         uid = docs[0][1].get("uid", str(uuid.uuid4()))
         if uid in store and (store[uid].metadata.get("stop") or {}).get("exit_status") == "success":
             complete += 1
