@@ -43,11 +43,11 @@ import numpy as np
 from bluesky_analysis_store import (
     AnalysisStore,
     Provenance,
-    analysis_tiled_writer,
     capture_provenance,
     compose_analysis_run,
 )
 from bluesky_analysis_store._store import embedded_tree, in_process_client, runs_container
+from bluesky_analysis_store._tiled_writer import WriterFactory
 
 RAW_PARENT = "0f3c5a8e-9b1d-4c2e-8a7f-1d2e3f4a5b6c"
 WRITERS = {"image": "BAS_HDF5"}
@@ -136,7 +136,7 @@ def bench_insert(tree: Tree, events: int, repeats: int, profile: bool) -> dict[s
 
     def anchor() -> float:
         # the bare TiledWriter, configured for our pairs (not behind our document checks)
-        writer = analysis_tiled_writer(tree.new_container("anchor")).writer
+        writer = WriterFactory(tree.new_container("anchor"))()
         documents = list(composed)  # fresh copies, made outside the timed part
         start = time.perf_counter()
         for name, doc in documents:

@@ -20,8 +20,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ._errors import ProvenanceError
+from ._errors import InputTypeError, ProvenanceError
 from ._provenance import (
+    PARAMETERS_DEPTH,
     UID_PATTERN,
     CodeProvenance,
     EnvironmentProvenance,
@@ -29,6 +30,7 @@ from ._provenance import (
     ParentRun,
     Provenance,
 )
+from ._values import check_depth, short_repr
 
 #: Packages whose versions every run records (those installed).
 KEY_PACKAGES = (
@@ -196,9 +198,9 @@ def describe_parent(parent: Any, catalog: str | None = None) -> ParentRun:
     elif isinstance(parent, Mapping):  # a start document, or {"start": ...}
         start = parent.get("start", parent)
     if not start or "uid" not in start:
-        raise TypeError(
-            f"cannot find a run uid in {parent!r:.80}; give a uid string, a start document, "
-            "or a run with .metadata['start']"
+        raise InputTypeError(
+            f"cannot find a run uid in {short_repr(parent)}; give a uid string, a start "
+            "document, or a run with .metadata['start']"
         )
     uid = start["uid"]
     if not isinstance(uid, str) or not re.fullmatch(UID_PATTERN, uid):
@@ -243,11 +245,19 @@ def capture_provenance(
     Returns
     -------
     Provenance
+
+    Raises
+    ------
+    NestingTooDeepError
+        If ``parameters`` nest deeper than the start document allows (they sit two levels
+        down in it, under ``provenance``).
     """
+    parameters = dict(parameters or {})
+    check_depth(parameters, "parameters", above=PARAMETERS_DEPTH)
     return Provenance(
         code=capture_code(analysis, name=name, version=version),
         environment=capture_environment(),
         parents=tuple(describe_parent(p, catalog) for p in parents),
         inputs=tuple(describe_input_file(path) for path in inputs),
-        parameters=dict(parameters or {}),
+        parameters=parameters,
     )

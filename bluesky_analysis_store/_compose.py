@@ -16,6 +16,7 @@ from event_model.documents.stream_datum import StreamRange
 
 from ._content import content_hash
 from ._errors import AnalysisInputError, AnalysisStoreError, UnsafePathError
+from ._files import is_storage_full, storage_full_error, value_bytes
 from ._pairs import PairRegistry
 from ._paths import check_name, contained_path
 from ._policy import ProvenancePolicy, enforce_provenance
@@ -23,7 +24,7 @@ from ._provenance import Provenance, canonical_json
 from ._samples import MetadataPacket
 from ._staging import StagedFiles
 from ._start_metadata import PROVENANCE_KEYS, start_metadata
-from ._values import ValueDescription, describe_inline, to_json_value
+from ._values import ValueDescription, describe_inline, short_repr, to_json_value
 from ._writer_choice import KeyWriter, normalize_writers
 
 AssetForm = Literal["stream_resource", "resource"]
@@ -91,14 +92,15 @@ def _streams(data_dicts: Any) -> dict[str, list[tuple[int, Mapping[str, Any]]]]:
     for n, entry in enumerate(data_dicts):
         if not isinstance(entry, Mapping):
             raise AnalysisInputError(
-                f"data_dicts[{n}] must map stream names to {{data_key: value}}; got {entry!r:.80}"
+                f"data_dicts[{n}] must map stream names to {{data_key: value}}; "
+                f"got {short_repr(entry)}"
             )
         for stream, data in entry.items():
             check_name(stream, f"data_dicts[{n}]: stream name")
             if not isinstance(data, Mapping) or not data:
                 raise AnalysisInputError(
                     f"{_where(n, stream)} must be a non-empty mapping of data keys to values; "
-                    f"got {data!r:.80}"
+                    f"got {short_repr(data)}"
                 )
             # names are checked in full once per stream; a key that is no string would break
             # the comparisons (and the error messages) before that
@@ -164,10 +166,9 @@ def _plan_stream(
                 description = this
             elif this != description:
                 raise AnalysisInputError(
-                    f"{_where(n, stream, key)} has dtype {this.dtype_numpy} and shape "
-                    f"{this.shape} but {_where(first_n, stream, key)} has dtype "
-                    f"{description.dtype_numpy} and shape {description.shape}; a key keeps "
-                    "one dtype and shape within a stream"
+                    f"{_where(n, stream, key)} has {this.summary()} but "
+                    f"{_where(first_n, stream, key)} has {description.summary()}; a key keeps "
+                    "one dtype and shape (and table index) within a stream"
                 )
         assert description is not None
         plans.append(_KeyPlan(stream, key, description, writer))
@@ -240,8 +241,8 @@ def _place_files(plans: list[_KeyPlan], start: dict[str, Any], root: Path | None
                 or not all(isinstance(k, str) for k in returned[1])
             ):
                 raise AnalysisInputError(
-                    f"{where}: the resource func returned {returned!r:.120}; it must return "
-                    "(resource_path: str, resource_kwargs: dict with str keys)"
+                    f"{where}: the resource func returned {short_repr(returned, 120)}; it must "
+                    "return (resource_path: str, resource_kwargs: dict with str keys)"
                 )
             relative, plan.resource_kwargs = str(returned[0]), dict(returned[1])
         else:
@@ -263,34 +264,52 @@ def _write_files(
     staged: StagedFiles,
     attributes: Mapping[str, str],
 ) -> None:
-    for plan in plans:
-        if plan.writer is None or plan.path is None:
-            continue
-        entries = streams[plan.stream]
-        if plan.resource_kwargs is None:
-            plan.resource_kwargs = plan.writer.pair.resource_kwargs(
-                entries[0][1][plan.key], plan.description
-            )
-        temporary = staged.stage(plan.path)
-        plan.datum_kwargs = []
+    written = [p for p in plans if p.writer is not None and p.path is not None]
+    bytes_needed = sum(value_bytes(data[p.key]) for p in written for _, data in streams[p.stream])
+    for plan in written:
+        assert plan.path is not None
         try:
-            opened = plan.writer.pair.writer(str(temporary), **plan.resource_kwargs)
-        except (TypeError, ValueError) as error:
-            raise AnalysisInputError(
-                f"{_where(None, plan.stream, plan.key)}: writer {plan.writer.pair.spec!r} cannot "
-                f"be opened with resource kwargs {plan.resource_kwargs!r:.120}: {error}"
-            ) from None
-        with opened as writer:
-            for n, data in entries:
-                try:
-                    plan.datum_kwargs.append(writer(data[plan.key]))
-                except (AnalysisStoreError, TypeError, ValueError) as error:
-                    raise AnalysisInputError(
-                        f"{_where(n, plan.stream, plan.key)}: writer "
-                        f"{plan.writer.pair.spec!r} refused the value: {error}"
-                    ) from error
-        if plan.writer.pair.annotate is not None:
-            plan.writer.pair.annotate(str(temporary), attributes)
+            _write_file(plan, streams[plan.stream], staged, attributes)
+        except OSError as error:
+            if not is_storage_full(error):
+                raise
+            raise storage_full_error(error, plan.path, plan.root, bytes_needed) from error
+
+
+def _write_file(
+    plan: _KeyPlan,
+    entries: list[tuple[int, Mapping[str, Any]]],
+    staged: StagedFiles,
+    attributes: Mapping[str, str],
+) -> None:
+    """Write one key's values into its (staged) file."""
+    assert plan.writer is not None
+    assert plan.path is not None
+    assert plan.root is not None
+    if plan.resource_kwargs is None:
+        plan.resource_kwargs = plan.writer.pair.resource_kwargs(
+            entries[0][1][plan.key], plan.description
+        )
+    temporary = staged.stage(plan.path, plan.root)
+    plan.datum_kwargs = []
+    try:
+        opened = plan.writer.pair.writer(str(temporary), **plan.resource_kwargs)
+    except (TypeError, ValueError) as error:
+        raise AnalysisInputError(
+            f"{_where(None, plan.stream, plan.key)}: writer {plan.writer.pair.spec!r} cannot "
+            f"be opened with resource kwargs {short_repr(plan.resource_kwargs, 120)}: {error}"
+        ) from None
+    with opened as writer:
+        for n, data in entries:
+            try:
+                plan.datum_kwargs.append(writer(data[plan.key]))
+            except (AnalysisStoreError, TypeError, ValueError) as error:
+                raise AnalysisInputError(
+                    f"{_where(n, plan.stream, plan.key)}: writer "
+                    f"{plan.writer.pair.spec!r} refused the value: {error}"
+                ) from error
+    if plan.writer.pair.annotate is not None:
+        plan.writer.pair.annotate(str(temporary), attributes)
 
 
 def _data_key(plan: _KeyPlan, asset_form: AssetForm) -> dict[str, Any]:
@@ -553,7 +572,12 @@ class RunPlan:
             documents.append(("stop", dict(stop)))
             for name, doc in documents:
                 validate_document(name, doc)
-            files = staged.publish()
+            try:
+                files = staged.publish()
+            except OSError as error:  # a directory entry or an fsync needs room too
+                if isinstance(error, AnalysisStoreError) or not is_storage_full(error):
+                    raise
+                raise storage_full_error(error, error.filename or "", None, None) from error
         self.done()
         return ComposedRun(uid=start["uid"], documents=tuple(documents), files=tuple(files))
 

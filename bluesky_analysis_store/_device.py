@@ -29,13 +29,13 @@ from ._compose import (
     _KeyPlan,
     default_registry,
 )
-from ._errors import AnalysisInputError, AnalysisStoreError
-from ._files import fsync_path
+from ._errors import AnalysisInputError, AnalysisStoreError, StorageFullError
+from ._files import fsync_path, is_storage_full, storage_full_error
 from ._pairs import PairRegistry
 from ._paths import check_name, contained_path
 from ._protocols import Writer
 from ._staging import StagedFiles
-from ._values import ValueDescription, describe_inline, to_json_value
+from ._values import ValueDescription, describe_inline, short_repr, to_json_value
 from ._writer_choice import KeyWriter, normalize_writers
 
 #: HDF5 root attribute naming the run a file belongs to (the one compose_analysis_run writes).
@@ -195,7 +195,7 @@ class AnalysisDevice(Device):
         if not isinstance(values, Mapping) or not values:
             raise AnalysisInputError(
                 f"{self._where()} must return a non-empty mapping {{data_key: value}}; got "
-                f"{values!r:.80}"
+                f"{short_repr(values)}"
             )
         if self._plans is None:
             return self._learn(values)
@@ -210,10 +210,9 @@ class AnalysisDevice(Device):
             this = self._describe_value(key, plan.writer, values[key])
             if this != plan.description:
                 raise AnalysisInputError(
-                    f"{self._where(key)} has dtype {this.dtype_numpy} and shape {this.shape} but "
-                    f"earlier values of {key!r} had dtype {plan.description.dtype_numpy} and "
-                    f"shape {plan.description.shape}; a key keeps one dtype and shape until "
-                    "the device is unstaged"
+                    f"{self._where(key)} has {this.summary()} but earlier values of {key!r} "
+                    f"had {plan.description.summary()}; a key keeps one dtype and shape (and "
+                    "table index) until the device is unstaged"
                 )
         return self._plans
 
@@ -234,7 +233,7 @@ class AnalysisDevice(Device):
                 f"{self._where(plan.key)}: {str(path)!r} already exists; files are never "
                 f"overwritten (run_uid {self.run_uid!r} used twice?)"
             )
-        temporary = self._staged_files.stage(path)
+        temporary = self._staged_files.stage(path, file_root)
         kwargs = pair.resource_kwargs(value, plan.description)
         writer = self._writer_stack.enter_context(pair.writer(str(temporary), **kwargs))
         bundle: Any
@@ -257,6 +256,17 @@ class AnalysisDevice(Device):
             )
             self._assets.append(("resource", bundle.resource_doc))
         return _OpenFile(writer, bundle, temporary, pair.annotate)
+
+    @contextlib.contextmanager
+    def _typed_storage_errors(self) -> Iterator[None]:
+        """A full disk, quota or file size limit as :class:`StorageFullError`."""
+        try:
+            yield
+        except OSError as error:
+            if isinstance(error, AnalysisStoreError) or not is_storage_full(error):
+                raise
+            where = self.file_root / self._directory / self.name
+            raise storage_full_error(error, where, self.file_root, None) from error
 
     # -- the bluesky interface ---------------------------------------------------------------
 
@@ -303,12 +313,13 @@ class AnalysisDevice(Device):
         if staged is None:
             return [self]
         try:
-            self._writer_stack.close()
-            for file in files.values():
-                if file.annotate is not None and attributes:
-                    file.annotate(str(file.temporary), attributes)
-                fsync_path(file.temporary)  # our writers do; a third party's may not
-            self.published = tuple(staged.publish())
+            with self._typed_storage_errors():
+                self._writer_stack.close()
+                for file in files.values():
+                    if file.annotate is not None and attributes:
+                        file.annotate(str(file.temporary), attributes)
+                    fsync_path(file.temporary)  # our writers do; a third party's may not
+                self.published = tuple(staged.publish())
         except BaseException:
             staged.discard()
             raise
@@ -340,11 +351,15 @@ class AnalysisDevice(Device):
             if plan.writer is None:
                 reading[key] = {"value": to_json_value(value), "timestamp": now}
                 continue
-            file = self._open.get(key)
-            if file is None:
-                file = self._open[key] = self._open_file(plan, value)
+            with self._typed_storage_errors():
+                file = self._open.get(key)
+                if file is None:
+                    file = self._open[key] = self._open_file(plan, value)
             try:
-                datum_kwargs = file.writer(value)
+                with self._typed_storage_errors():
+                    datum_kwargs = file.writer(value)
+            except StorageFullError:
+                raise
             except (AnalysisStoreError, TypeError, ValueError) as error:
                 raise AnalysisInputError(
                     f"{self._where(key)}: writer {plan.writer.pair.spec!r} refused the value: "

@@ -21,7 +21,12 @@ from typing import Any
 import numpy as np
 
 from ._capture import capture_code, capture_environment, describe_parent
-from ._errors import ProvenanceError
+from ._errors import (
+    AnalysisTimeoutError,
+    InputTypeError,
+    NotFoundError,
+    ProvenanceError,
+)
 from ._policy import ProvenancePolicy
 from ._provenance import Provenance
 from ._routing import is_analysis_run
@@ -102,7 +107,7 @@ class CollectedStream:
                 if key in external
                 else ""
             )
-            raise KeyError(
+            raise NotFoundError(
                 f"stream {self.name!r} has no data key {key!r}; it has {sorted(self.columns)}{hint}"
             ) from None
         return np.asarray(column)
@@ -153,7 +158,7 @@ class CollectedRun:
         try:
             return self._streams[stream]
         except KeyError:
-            raise KeyError(
+            raise NotFoundError(
                 f"run {self.start['uid']} has no stream {stream!r}; it has {sorted(self._streams)}"
             ) from None
 
@@ -169,9 +174,29 @@ class CollectedRun:
 
 @dataclass
 class _Collecting:
+    """One raw run being collected (a ``RunRouter`` callback): it dies with the run."""
+
+    live: LiveAnalysis
     run: CollectedRun
-    filler: Any
     pending: list[Future[Any]] = field(default_factory=list)
+
+    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+        """Documents as the router gives them: filled, events as event pages."""
+        if name == "start":
+            return
+        if name == "stop":
+            self.run.stop = doc
+            self.run.documents.append((name, doc))
+            self.live._finish(self)
+            return
+        if name == "descriptor":
+            self.run.add_descriptor(doc)
+        elif name == "event_page":
+            from event_model import unpack_event_page
+
+            for event in unpack_event_page(doc):  # type: ignore[arg-type]
+                self.live._on_event(self, dict(event))
+        self.run.documents.append((name, doc))
 
 
 def _analysis_parameters(analysis: Any, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -255,7 +280,7 @@ class LiveAnalysis:
         version: str | None = None,
     ) -> None:
         if not callable(analysis):
-            raise TypeError(
+            raise InputTypeError(
                 f"analysis must be callable as analysis(run, **parameters); got {analysis!r:.80}"
             )
         self.analysis = analysis
@@ -279,8 +304,10 @@ class LiveAnalysis:
             )
         self.saved: dict[str, str] = {}
         self.failures: list[AnalysisFailure] = []
-        self._runs: dict[str, _Collecting] = {}
-        self._descriptor_run: dict[str, str] = {}
+        from event_model import RunRouter
+
+        # the router follows each document to its run and fills datum-backed values
+        self._router = RunRouter([self._factory], handler_registry=self._handlers)
         self._executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="bas-live") if worker else None
         )
@@ -311,48 +338,17 @@ class LiveAnalysis:
         return self.accept is None or bool(self.accept(start))
 
     def _receive(self, name: str, doc: dict[str, Any]) -> None:
-        if name == "start":
-            if self._wanted(doc):
-                self._begin(doc)
-            return
-        uid = doc.get("run_start") or self._descriptor_run.get(doc.get("descriptor", ""))
-        if uid is None or uid not in self._runs:
-            if name in ("datum", "datum_page"):  # datums name their resource, not their run
-                for collecting in self._runs.values():
-                    collecting.filler(name, doc)
-            return
-        collecting = self._runs[uid]
-        if name == "stop":
-            del self._runs[uid]
-            for descriptor in [d for d, r in self._descriptor_run.items() if r == uid]:
-                del self._descriptor_run[descriptor]
-            collecting.run.stop = doc
-            collecting.run.documents.append((name, doc))
-            self._finish(collecting)
-            return
-        _, filled = collecting.filler(name, doc)
-        if name == "descriptor":
-            self._descriptor_run[doc["uid"]] = uid
-            collecting.run.add_descriptor(doc)
-        if name == "event":
-            self._on_event(collecting, filled)
-        elif name == "event_page":
-            from event_model import unpack_event_page
+        self._router(name, doc)
 
-            for event in unpack_event_page(filled):
-                self._on_event(collecting, event)
-        collecting.run.documents.append((name, filled))
-
-    def _begin(self, start: dict[str, Any]) -> None:
-        from event_model import Filler
-
-        filler = Filler(self._handlers, inplace=False)
-        filler("start", start)
-        collecting = _Collecting(CollectedRun(start), filler)
-        self._runs[start["uid"]] = collecting
+    def _factory(self, name: str, start: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+        """A collector for each raw run this analysis wants; nothing for the others."""
+        if not self._wanted(start):
+            return [], []
+        collecting = _Collecting(self, CollectedRun(start))
         begin = getattr(self.analysis, "begin", None)
         if callable(begin):
             self._submit(collecting, begin, start)
+        return [collecting], []
 
     def _on_event(self, collecting: _Collecting, event: dict[str, Any]) -> None:
         stream = collecting.run.add_event(event)
@@ -380,7 +376,6 @@ class LiveAnalysis:
             self._futures.discard(future)
 
     def _finish(self, collecting: _Collecting) -> None:
-        collecting.filler.close()
         run = collecting.run
         status = (run.stop or {}).get("exit_status")
         if status not in self.exit_statuses:
@@ -469,7 +464,7 @@ class LiveAnalysis:
             futures = set(self._futures)
         _, not_done = wait_for_futures(futures, timeout=timeout)
         if not_done:
-            raise TimeoutError(
+            raise AnalysisTimeoutError(
                 f"{len(not_done)} analyses of {self.name!r} still running after {timeout} s"
             )
 

@@ -10,8 +10,9 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from ._errors import AnalysisStoreError
+from ._errors import StoreInUseError
 
 #: The lock file under a store's root (fsck leaves it alone); it stays empty.
 LOCK_FILE = ".bas-lock"
@@ -62,6 +63,47 @@ OPEN_LOCK_FILE = ".bas-open.lock"
 
 _held: dict[Path, list[int]] = {}  # directory -> [descriptor, how many opens in this process]
 _held_guard = threading.Lock()
+#: Stores the process this one was forked from had open: directory -> that process's pid.
+_held_by_parent: dict[Path, int] = {}
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: the parent's stores are not this process's.
+
+    The child inherited the parent's open count (so ``open`` would go on as if it held the
+    store, and hang in the in-process server the parent's threads ran) and the descriptors
+    (closing them does not release the parent's lock: the open file description is shared).
+    """
+    global _held_guard
+    _held_guard = threading.Lock()  # another thread of the parent may have held it
+    parent = os.getppid()
+    for directory, (descriptor, _) in _held.items():
+        _held_by_parent[directory] = parent
+        with contextlib.suppress(OSError):
+            os.close(descriptor)
+    _held.clear()
+
+
+def _drop_parent_servers_after_fork() -> None:
+    """In a forked child: do not stop the parent's in-process tiled servers at exit.
+
+    tiled's ``Context.from_app`` registers its starlette ``TestClient.__exit__`` with
+    ``threading``'s exit hooks; in a child that would wait forever for the server's event-loop
+    thread, which did not survive the fork (a multiprocessing 'fork' worker then never exits).
+    """
+    hooks = getattr(threading, "_threading_atexits", None)  # CPython's list, used by tiled
+    if isinstance(hooks, list):  # of functools.partial(client.__exit__)
+
+        def of_test_client(hook: Any) -> bool:
+            bound = getattr(hook, "func", hook)
+            return type(getattr(bound, "__self__", None)).__name__ == "TestClient"
+
+        hooks[:] = [hook for hook in hooks if not of_test_client(hook)]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+    os.register_at_fork(after_in_child=_drop_parent_servers_after_fork)
 
 
 def hold_embedded_store(directory: Path) -> None:
@@ -73,8 +115,9 @@ def hold_embedded_store(directory: Path) -> None:
 
     Raises
     ------
-    AnalysisStoreError
-        If another process has the store open.
+    StoreInUseError
+        If another process has the store open, or this process was forked from the one
+        that has it (a forked child gets the error at once).
     """
     with _held_guard:
         if directory in _held:
@@ -82,11 +125,21 @@ def hold_embedded_store(directory: Path) -> None:
             return
         descriptor = os.open(directory / OPEN_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # never waits
         except BlockingIOError:
             holder = os.pread(descriptor, 4096, 0).decode(errors="replace").strip() or "?"
             os.close(descriptor)
-            raise AnalysisStoreError(
+            if directory in _held_by_parent:
+                raise StoreInUseError(
+                    f"the embedded store {directory} is open in process "
+                    f"{_held_by_parent[directory]}, from which this process ({os.getpid()}) was "
+                    "forked; a forked child cannot use its parent's embedded store (its server "
+                    "runs in the parent's threads, and its tables are a DuckDB file that admits "
+                    f"one process). Serve it (`bas serve {directory}`) and open the server's "
+                    "http:// address in every process, or start workers with multiprocessing's "
+                    "'spawn' or 'forkserver' method"
+                ) from None
+            raise StoreInUseError(
                 f"the embedded store {directory} is open in another process ({holder}); an "
                 "embedded store serves one process at a time (its tables are a DuckDB file). "
                 f"Close it there, or serve it (`bas serve {directory}`) and open the server's "

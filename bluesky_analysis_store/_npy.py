@@ -12,8 +12,8 @@ from typing import IO, Any
 import numpy as np
 from numpy.lib import format as npy_format
 
-from ._errors import UnsupportedValueError
-from ._files import ClosingContext, ReadingHandle
+from ._errors import UnsupportedValueError, WriterClosedError
+from ._files import ClosingContext, ReadingHandle, open_new_file
 from ._pairs import WriterHandlerPair
 from ._values import ValueDescription, describe_numeric
 
@@ -45,7 +45,8 @@ class NPYWriter(ClosingContext):
 
     def __init__(self, resource_path: str) -> None:
         self._path = resource_path
-        self._file: IO[bytes] | None = open(resource_path, "xb")  # noqa: SIM115 - kept open
+        self._file: IO[bytes] | None = open_new_file(resource_path)
+        self._error: OSError | None = None  # the first write error (a full disk)
         self._dtype: np.dtype | None = None
         self._frame_shape: tuple[int, ...] = ()
         self._count = 0
@@ -61,29 +62,50 @@ class NPYWriter(ClosingContext):
 
     def __call__(self, value: Any) -> dict[str, Any]:
         if self._file is None:
-            raise ValueError(f"writer for {self._path} is closed")
+            raise WriterClosedError(f"writer for {self._path} is closed")
+        if self._error is not None:
+            raise self._error
         frame = np.asarray(value, order="C")  # (np.ascontiguousarray would make 0-d into 1-d)
-        if self._dtype is None:
-            self._dtype, self._frame_shape = frame.dtype, frame.shape
-            self._write_header()
-        elif frame.shape != self._frame_shape or frame.dtype != self._dtype:
+        if self._dtype is not None and (
+            frame.shape != self._frame_shape or frame.dtype != self._dtype
+        ):
             raise UnsupportedValueError(
                 f"frame {self._count} has shape {frame.shape} and dtype {frame.dtype}; "
                 f"{self._path} holds shape {self._frame_shape} and dtype {self._dtype}"
             )
-        self._file.write(frame.tobytes())
+        try:
+            if self._dtype is None:
+                self._dtype, self._frame_shape = frame.dtype, frame.shape
+                self._write_header()
+            self._file.write(frame.tobytes())
+        except OSError as error:
+            self._error = error
+            raise
         self._count += 1
         return {"point_number": self._count - 1}
 
     def close(self) -> None:
+        """Write the final header, fsync and close; raise the ``OSError`` met while writing,
+        if any (the file is released either way)."""
         if self._file is None:
             return
-        if self._dtype is not None:
-            self._write_header()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        self._file = None
+        file = self._file
+        try:
+            if self._error is None:
+                if self._dtype is not None:
+                    self._write_header()
+                file.flush()
+                os.fsync(file.fileno())
+        except OSError as error:
+            self._error = error
+        finally:
+            self._file = None
+            try:
+                file.close()  # closes the descriptor even when its last flush fails
+            except OSError as error:
+                self._error = self._error or error
+        if self._error is not None:
+            raise self._error
 
 
 class NPYHandler(ReadingHandle):

@@ -20,6 +20,7 @@ from ._policy import ProvenancePolicy, enforce_provenance
 from ._provenance import canonical_json
 from ._samples import MetadataPacket
 from ._start_metadata import start_metadata
+from ._values import short_repr
 from ._writer_choice import normalize_writers
 
 #: HDF5 root attribute holding the run's provenance JSON (the one compose_analysis_run writes).
@@ -84,7 +85,7 @@ def resolve_parents(parents: Any, catalog: Any) -> list[Any]:
 def _unpack(result: Any, analysis: Any) -> tuple[Any, Mapping[str, Any]]:
     if not isinstance(result, tuple | list) or len(result) != 2:
         raise AnalysisInputError(
-            f"analysis {analysis!r:.80} returned {type(result).__name__}; it must return "
+            f"analysis {short_repr(analysis)} returned {type(result).__name__}; it must return "
             "(data_dicts, md): a list of {stream: {data_key: value}} and a mapping (or None)"
         )
     data_dicts, md = result
@@ -92,8 +93,8 @@ def _unpack(result: Any, analysis: Any) -> tuple[Any, Mapping[str, Any]]:
         md = {}
     if not isinstance(md, Mapping):
         raise AnalysisInputError(
-            f"analysis {analysis!r:.80} returned md {md!r:.80}; it must be a mapping for the "
-            "start document (or None)"
+            f"analysis {short_repr(analysis)} returned md {short_repr(md)}; it must be a mapping "
+            "for the start document (or None)"
         )
     return data_dicts, md
 
@@ -166,7 +167,7 @@ def analyze(
     policy = policy if policy is not None else ProvenancePolicy()
     if parameters is not None and not isinstance(parameters, Mapping):
         raise AnalysisInputError(
-            f"parameters must be a mapping of keyword arguments; got {parameters!r:.80}"
+            f"parameters must be a mapping of keyword arguments; got {short_repr(parameters)}"
         )
     parameters = dict(parameters or {})
     parent_runs = resolve_parents(parents, catalog)
@@ -177,7 +178,9 @@ def analyze(
     data_dicts, analysis_md = _unpack(analysis(*parent_runs, **parameters), analysis)
     caller_md = {} if md is None else md
     if not isinstance(caller_md, Mapping):
-        raise AnalysisInputError(f"md must be a mapping for the start document; got {md!r:.80}")
+        raise AnalysisInputError(
+            f"md must be a mapping for the start document; got {short_repr(md)}"
+        )
     overlap = sorted(set(caller_md) & set(analysis_md))
     if overlap:
         raise AnalysisInputError(

@@ -12,7 +12,8 @@ from pydantic import ValidationError
 
 from ._capture import sha256_file
 from ._errors import ProvenanceError
-from ._provenance import Provenance
+from ._provenance import PARAMETERS_DEPTH, Provenance
+from ._values import check_depth, find_in_tree
 
 
 @dataclass(frozen=True)
@@ -117,19 +118,23 @@ def _input_file_problems(provenance: Provenance) -> list[str]:
     return problems
 
 
-def _check_parameters_are_json(value: Any, where: str = "parameters") -> None:
-    """Refuse NaN and infinity anywhere in the parameters (JSON cannot carry them)."""
-    if isinstance(value, float) and not math.isfinite(value):
+def _check_parameters_are_json(parameters: Any) -> None:
+    """Refuse NaN and infinity anywhere in the parameters (JSON cannot carry them), and
+    parameters nested too deep for the start document."""
+    found: list[float] = []
+
+    def not_finite(value: Any) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            found.append(value)
+            return True
+        return False
+
+    where = find_in_tree(parameters, "parameters", leaf=not_finite, above=PARAMETERS_DEPTH)
+    if where is not None:
         raise ProvenanceError(
-            f"provenance {where} = {value!r} is not finite; JSON (and so the lineage hash) "
+            f"provenance {where} = {found[0]!r} is not finite; JSON (and so the lineage hash) "
             "cannot carry NaN or infinity: record it as null or a string"
         )
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            _check_parameters_are_json(item, f"{where}[{key!r}]")
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            _check_parameters_are_json(item, f"{where}[{index}]")
 
 
 def enforce_provenance(provenance: Any, policy: ProvenancePolicy) -> Provenance:
@@ -140,6 +145,8 @@ def enforce_provenance(provenance: Any, policy: ProvenancePolicy) -> Provenance:
     ProvenanceError
         When it is missing, malformed, or does not satisfy the policy; the message lists
         every problem and how to fix it.
+    NestingTooDeepError
+        When its parameters nest deeper than a start document allows.
     """
     if provenance is None:
         raise ProvenanceError(
@@ -151,6 +158,7 @@ def enforce_provenance(provenance: Any, policy: ProvenancePolicy) -> Provenance:
             raise ProvenanceError(
                 f"provenance must be a Provenance or its JSON form; got {type(provenance).__name__}"
             )
+        check_depth(provenance, "provenance", above=PARAMETERS_DEPTH - 1)  # before pydantic
         try:
             provenance = Provenance.model_validate(provenance)
         except ValidationError as error:

@@ -9,7 +9,7 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from ._errors import AnalysisStoreError
+from ._errors import AnalysisStoreError, FileCollisionError
 
 #: The package directory holding the startup files (``00-base.py``, ``10-stores.py``, ...).
 STARTUP_PACKAGE_DIR = "profile_startup"
@@ -90,7 +90,7 @@ def install_profile(
     ]
     if different and not force:
         packaged = files("bluesky_analysis_store") / STARTUP_PACKAGE_DIR / different[0].name
-        raise FileExistsError(
+        raise FileCollisionError(
             f"{different[0]} exists and differs from this package's {packaged}"
             + (f" (and {len(different) - 1} more)" if len(different) > 1 else "")
             + "; compare them, then overwrite with bas profile install --force "

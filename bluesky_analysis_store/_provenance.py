@@ -17,6 +17,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 UID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "provenance.json"
+#: Levels of a start document above the parameters (``start["provenance"]["parameters"]``),
+#: counted against the nesting limit (``_values.MAX_DEPTH``).
+PARAMETERS_DEPTH = 2
 
 
 class _Strict(BaseModel):

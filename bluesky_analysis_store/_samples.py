@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-from ._errors import AnalysisInputError
+from ._errors import AnalysisInputError, ProtectedKeyError
 
 SAMPLE_UUID_PREFIX = "SA-"
 
@@ -135,7 +135,7 @@ class MetadataPacket(MutableMapping[str, Any]):
 
     def __delitem__(self, key: str) -> None:
         if key in self.protected_keys:
-            raise KeyError(f"{key!r} is protected; use set_sample() to change sample keys")
+            raise ProtectedKeyError(f"{key!r} is protected; use set_sample() to change sample keys")
         del self._data[key]
 
     def __iter__(self) -> Iterator[str]:

@@ -22,21 +22,18 @@ import json
 import logging
 import os
 import secrets
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._errors import UnreadableFileError
 from ._files import fsync_path
 
 logger = logging.getLogger("bluesky_analysis_store.spool")
 
 #: The spool's directory under a served store's root (fsck and replay know it).
 SPOOL_DIRECTORY = ".bas-spool"
-#: Seconds after an unreachable store during which new runs go straight to the spool.
-DEFAULT_RETRY_AFTER = 30.0
-
 Subscriber = Callable[[str, dict[str, Any]], Any]
 
 
@@ -73,7 +70,7 @@ def _spool_manager(directory: Path) -> Any:
     return LockingFileManager(directory)
 
 
-class _SpooledRun:
+class SpooledRun:
     """One run's spool file, open and locked (suitcase-jsonl's ``Serializer`` writes it)."""
 
     def __init__(self, directory: Path, start: Mapping[str, Any]) -> None:
@@ -81,16 +78,21 @@ class _SpooledRun:
         from suitcase.jsonl import Serializer
 
         self.uid = str(start["uid"])
+        directory.mkdir(parents=True, exist_ok=True)
         self._manager = _spool_manager(directory)
         prefix = f"{self.uid}-{secrets.token_hex(4)}"  # a run sent twice gets two files
         self._serializer = Serializer(
             self._manager, file_prefix=prefix, cls=event_model.NumpyEncoder, flush=True
         )
-        self.online = True  # every document so far is in the store too
         self.documents = 0
-        self.append("start", start, sync=False)
-        self.path = Path(self._manager.handle.name)
-        fsync_path(directory)  # the file's name survives a crash
+        self.path = directory / f"{prefix}.jsonl"  # suitcase-jsonl's name for it
+        try:
+            self.append("start", start, sync=False)
+            self.path = Path(self._manager.handle.name)
+            fsync_path(directory)  # the file's name survives a crash
+        except OSError:
+            self.abandon()  # a full disk or no permission: no half-written file stays
+            raise
 
     def append(self, name: str, doc: Mapping[str, Any], *, sync: bool) -> None:
         """Write one document (flushed; ``sync``: on disk before this returns)."""
@@ -102,6 +104,13 @@ class _SpooledRun:
     def sync(self) -> None:
         fsync_path(self.path)  # through a descriptor of its own: the file may be closed
 
+    def abandon(self) -> None:
+        """The file could not be written whole: remove it (best effort) and unlock."""
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self._serializer.close()
+
     def close(self, *, keep: bool) -> None:
         """Delete the file (the run is in the store whole) or keep it for replay; unlock."""
         if keep:
@@ -109,139 +118,6 @@ class _SpooledRun:
         else:
             self.path.unlink(missing_ok=True)  # while still locked: no replay can start on it
         self._serializer.close()
-
-
-class SpoolingInserter:
-    """A subscriber ``(name, doc)`` that spools every document, then inserts it; when the store
-    is unreachable it keeps spooling, and never raises for that.
-
-    Parameters
-    ----------
-    insert : callable
-        Inserts one document into the store (``AnalysisStore``'s own insert).
-    directory : Path
-        The spool directory (created if missing).
-    retry_after : float
-        Seconds after the store was found unreachable during which new runs go straight to the
-        spool without trying the store (each try can wait for tiled's client retries).
-    on_offline : callable, optional
-        Called with a run's uid when that run goes to the spool only (the store uses it to
-        forget the run's half-inserted state).
-    """
-
-    def __init__(
-        self,
-        insert: Subscriber,
-        directory: Path,
-        *,
-        retry_after: float = DEFAULT_RETRY_AFTER,
-        on_offline: Callable[[str], Any] | None = None,
-    ) -> None:
-        self.insert = insert
-        self.directory = Path(directory)
-        with contextlib.suppress(OSError):  # now, not in the middle of a run (or a refusal)
-            self.directory.mkdir(parents=True, exist_ok=True)
-        self.retry_after = retry_after
-        self.on_offline = on_offline
-        self._runs: dict[str, _SpooledRun] = {}
-        self._owner: dict[str, str] = {}  # descriptor / resource uid -> start uid
-        self._offline_until = 0.0
-
-    @property
-    def offline(self) -> bool:
-        """The store was found unreachable less than ``retry_after`` seconds ago."""
-        return time.monotonic() < self._offline_until
-
-    def mark_unreachable(self) -> None:
-        """The store could not be reached (found by someone else): spool without trying."""
-        self._offline_until = time.monotonic() + self.retry_after
-
-    def _run_of(self, name: str, doc: Mapping[str, Any]) -> _SpooledRun | None:
-        uid: Any = doc.get("run_start") if name != "datum" else None
-        if uid is None:
-            for link in ("descriptor", "resource", "stream_resource"):
-                if isinstance(doc.get(link), str) and doc[link] in self._owner:
-                    uid = self._owner[doc[link]]
-                    break
-        return self._runs.get(uid) if isinstance(uid, str) else None
-
-    def __call__(self, name: str, doc: dict[str, Any]) -> None:
-        run = None
-        if isinstance(doc, Mapping):
-            if name == "start" and isinstance(doc.get("uid"), str) and doc["uid"] not in self._runs:
-                self.directory.mkdir(parents=True, exist_ok=True)
-                run = self._runs[doc["uid"]] = _SpooledRun(self.directory, doc)
-                if self.offline:
-                    self._go_offline(run, "it was unreachable moments ago")
-                    return
-            elif name != "start":
-                run = self._run_of(name, doc)
-        if run is None:  # not a run this spool follows (or malformed): the store decides
-            self.insert(name, doc)
-            return
-        linked = name in ("descriptor", "resource", "stream_resource")
-        if linked and isinstance(doc.get("uid"), str):
-            self._owner[doc["uid"]] = run.uid
-        if name != "start" and name != "stop":
-            run.append(name, doc, sync=not run.online)
-        if run.online:
-            try:
-                self.insert(name, doc)
-            except Exception as error:
-                if not is_unreachable(error):
-                    if name == "start":  # refused outright (a read-only key, no provenance)
-                        self._discard(run)
-                    elif name == "stop":
-                        self._end(run, doc, inserted=False)
-                    raise
-                self.mark_unreachable()
-                self._go_offline(run, f"{type(error).__name__}: {error!s:.200}")
-        if name == "stop":
-            self._end(run, doc, inserted=run.online)
-
-    def _go_offline(self, run: _SpooledRun, why: str) -> None:
-        run.online = False
-        run.sync()  # from now on the spool holds the only copy
-        logger.warning(
-            "the analysis store cannot be reached (%s): run %s goes to the spool %s; "
-            "`bas replay` inserts it once the store is back",
-            why,
-            run.uid,
-            run.path,
-        )
-        if self.on_offline is not None:
-            self.on_offline(run.uid)
-
-    def _discard(self, run: _SpooledRun) -> None:
-        """Nothing of the run is (or will be) in the store: nothing is to replay."""
-        self._forget(run, keep=False)
-
-    def _forget(self, run: _SpooledRun, *, keep: bool) -> None:
-        run.close(keep=keep)
-        del self._runs[run.uid]
-        for key in [k for k, v in self._owner.items() if v == run.uid]:
-            del self._owner[key]
-
-    def discard_run(self, uid: str) -> None:
-        """Forget run ``uid`` and delete its spool file (its save was taken back whole)."""
-        if uid in self._runs:
-            self._discard(self._runs[uid])
-
-    def _end(self, run: _SpooledRun, stop: Mapping[str, Any], *, inserted: bool) -> None:
-        if inserted:
-            self._discard(run)
-            return
-        run.append("stop", stop, sync=True)
-        self._forget(run, keep=True)
-        logger.warning(
-            "run %s is in the spool (%d documents): %s", run.uid, run.documents, run.path
-        )
-
-    def close(self) -> None:
-        """Close the files of runs still open (kept for replay, not deleted)."""
-        for run in list(self._runs.values()):
-            run.close(keep=True)
-        self._runs.clear()
 
 
 # --------------------------------------------------------------------------------- replay
@@ -260,7 +136,7 @@ def read_spool_file(path: Path) -> list[tuple[str, dict[str, Any]]]:
         try:
             name, doc = json.loads(line)
         except (ValueError, TypeError) as error:
-            raise ValueError(
+            raise UnreadableFileError(
                 f"{path}:{number} is not a [name, document] JSON line: {error}"
             ) from None
         documents.append((str(name), doc))
@@ -349,7 +225,7 @@ def replay_file(
     """Replay one spool file (held locked by the caller). Returns ``(outcome, uid, detail)``
     with outcome one of ``inserted`` (detail: how many documents), ``already_stored``,
     ``incomplete`` or ``failed`` (detail: why)."""
-    from ._idempotent import comparable
+    from ._insert import comparable
 
     documents = read_spool_file(path)
     if not documents or documents[0][0] != "start" or "uid" not in documents[0][1]:
@@ -432,3 +308,88 @@ def spooled_documents(directory: Path) -> Iterator[tuple[Path, list[tuple[str, d
     for path in spool_files(directory):
         with contextlib.suppress(OSError, ValueError):
             yield path, read_spool_file(path)
+
+
+# ----------------------------------------------------------------- the registry of spools
+
+#: Under a store's root: the spool directories the store was opened with (``bas fsck`` reads
+#: it, so that a repair run without ``--spool`` still knows every spool).
+SPOOL_REGISTRY = ".bas-spools.jsonl"
+
+
+@dataclass(frozen=True)
+class RegisteredSpool:
+    """A spool directory recorded in a store's :data:`SPOOL_REGISTRY`.
+
+    Attributes
+    ----------
+    spool : Path
+        The spool directory, as the process that used it saw it.
+    root : Path
+        The store's root, as that process saw it.
+    host : str
+        The host that process ran on.
+    """
+
+    spool: Path
+    root: Path
+    host: str
+
+    def seen_from(self, root: Path) -> Path:
+        """The spool as seen through ``root``: a spool inside the recorded root lies at the
+        same place inside ``root`` (the store moved, or is mounted elsewhere here)."""
+        if self.spool.is_relative_to(self.root):
+            return root / self.spool.relative_to(self.root)
+        return self.spool
+
+
+def registered_spools(root: Path) -> list[RegisteredSpool]:
+    """The spools recorded under ``root`` (each once; unreadable lines are skipped)."""
+    try:
+        text = (root / SPOOL_REGISTRY).read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found: dict[RegisteredSpool, None] = {}
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+            spool = RegisteredSpool(Path(entry["spool"]), Path(entry["root"]), str(entry["host"]))
+        except (ValueError, TypeError, KeyError):
+            continue
+        if spool.spool.is_absolute() and spool.root.is_absolute():
+            found[spool] = None
+    return list(found)
+
+
+def register_spool(root: Path, spool: Path) -> None:
+    """Record ``spool`` in ``ROOT/.bas-spools.jsonl`` (once per spool, root and host).
+
+    The default spool (``ROOT/.bas-spool``) is not recorded: fsck always looks there. Best
+    effort: a root this process cannot write (a served store's root seen read-only) only logs
+    a warning, since saving would fail there anyway.
+    """
+    import socket
+
+    if spool == root / SPOOL_DIRECTORY:
+        return
+    entry = RegisteredSpool(spool, root, socket.gethostname())
+    try:
+        if entry in registered_spools(root):
+            return
+        line = json.dumps({"spool": str(spool), "root": str(root), "host": entry.host}) + "\n"
+        # O_NOFOLLOW: a symlink planted in its place is not written through
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+        descriptor = os.open(root / SPOOL_REGISTRY, flags, 0o644)
+        try:
+            os.write(descriptor, line.encode())  # one short O_APPEND write: never interleaved
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    except OSError as error:
+        logger.warning(
+            "could not record the spool %s in %s (%s): `bas fsck` run without --spool will "
+            "not know it",
+            spool,
+            root / SPOOL_REGISTRY,
+            error,
+        )

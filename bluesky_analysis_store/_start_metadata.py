@@ -11,7 +11,7 @@ from ._errors import AnalysisInputError
 from ._policy import ProvenancePolicy
 from ._provenance import Provenance
 from ._samples import MetadataPacket
-from ._values import beyond_json_integers, find_in_tree
+from ._values import beyond_json_integers, check_depth, find_in_tree, short_repr
 
 #: Start-document keys that compose_analysis_run sets itself.
 RESERVED_MD_KEYS = frozenset({"uid", "time", "content_hash"})
@@ -29,9 +29,13 @@ PROVENANCE_KEYS = frozenset(
 
 
 def check_md(md: Any) -> dict[str, Any]:
-    """A deep copy of ``md`` after checking it is a JSON-serializable mapping without our keys."""
+    """A deep copy of ``md`` after checking it is a JSON-serializable mapping without our keys,
+    nested at most :data:`~bluesky_analysis_store._values.MAX_DEPTH` levels deep."""
     if not isinstance(md, Mapping):
-        raise AnalysisInputError(f"md must be a mapping for the start document; got {md!r}")
+        raise AnalysisInputError(
+            f"md must be a mapping for the start document; got {short_repr(md)}"
+        )
+    check_depth(md, "md")  # first: every later check (and json, deepcopy) recurses
     if (where := find_in_tree(dict(md), "md", key=lambda k: not isinstance(k, str))) is not None:
         raise AnalysisInputError(
             f"{where} is not a string; the start document's keys are strings (JSON would turn "
@@ -48,7 +52,7 @@ def check_md(md: Any) -> dict[str, Any]:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as error:
             raise AnalysisInputError(
-                f"md[{key!r}] = {value!r:.80} is not JSON-serializable ({error}); the start "
+                f"md[{key!r}] = {short_repr(value)} is not JSON-serializable ({error}); the start "
                 "document accepts str, int, float (finite), bool, None, lists and dicts of those"
             ) from None
         if (where := beyond_json_integers(value, f"md[{key!r}]")) is not None:

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._compose import AssetForm, ComposedRun, RunPlan, default_registry, plan_analysis_run
-from ._errors import AnalysisStoreError, RunConflictError
+from ._errors import AnalysisStoreError, NotFoundError, RunConflictError
 from ._files import ClosingContext
-from ._idempotent import IdempotentInserter
 from ._lineage_graph import LineageGraph, build_lineage_graph
 from ._locks import (
     create_lock_file,
@@ -35,8 +34,8 @@ from ._samples import MetadataPacket
 from ._start_metadata import start_metadata
 
 if TYPE_CHECKING:
+    from ._insert import StorePipeline
     from ._spool import ReplayReport
-    from ._tiled_writer import CheckedTiledWriter
 
 logger = logging.getLogger("bluesky_analysis_store.store")
 
@@ -96,13 +95,14 @@ def embedded_tree(directory: Path) -> Any:
 
 
 def in_process_client(tree: Any) -> tuple[Any, Any]:
-    """``(context, client)`` of a tiled app on ``tree``, served in process; close the context."""
+    """``(context, client)`` of the store's tiled app on ``tree`` (the same app as ``bas
+    serve``'s, with its rules: see :func:`build_store_app`), served in process; close the
+    context."""
     import logging
 
     from tiled.client import Context, from_context
-    from tiled.server.app import build_app
 
-    from ._asgi import OneRequestAtATime
+    from ._app import build_store_app
 
     logging.getLogger("tiled.server.app").setLevel(logging.WARNING)  # no version banner
 
@@ -111,12 +111,13 @@ def in_process_client(tree: Any) -> tuple[Any, Any]:
         warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
         # one request at a time: a DuckDB table storage shares one connection (see
         # OneRequestAtATime); in process, nothing gains from more
-        context = Context.from_app(OneRequestAtATime(build_app(tree)))
+        context = Context.from_app(build_store_app(tree, one_request_at_a_time=True))
     return context, from_context(context)
 
 
-def runs_container(client: Any, name: str = RUNS_CONTAINER) -> Any:
-    """The ``CatalogOfBlueskyRuns`` container ``name`` under ``client`` (created if missing)."""
+def runs_container(client: Any, name: str = RUNS_CONTAINER, *, create: bool = True) -> Any:
+    """The ``CatalogOfBlueskyRuns`` container ``name`` under ``client``, created if missing
+    (``create=False``: an :class:`AnalysisStoreError` instead, and nothing is written)."""
     from tiled.structures.core import Spec
 
     if name in client:
@@ -127,7 +128,22 @@ def runs_container(client: Any, name: str = RUNS_CONTAINER) -> Any:
                 "container; bluesky queries would be silently ignored there"
             )
         return container
+    if not create:
+        raise AnalysisStoreError(
+            f"the tiled catalog has no container {name!r} and the store was opened read-only; "
+            "nothing has been saved there yet (opening it for writing creates it)"
+        )
     return client.create_container(name, specs=[Spec(CATALOG_SPEC[0], version=CATALOG_SPEC[1])])
+
+
+def raw_container(client: Any, raw: str | Any, *, read_only: bool = False) -> Any:
+    """``open``'s raw catalog: a client as given, or the container named ``raw`` under
+    ``client`` (created if missing; read-only: None if missing, so nothing is written)."""
+    if not isinstance(raw, str):
+        return raw
+    if read_only and raw not in client:
+        return None
+    return runs_container(client, raw, create=not read_only)
 
 
 def remove_files(files: Sequence[Path], root: Path) -> None:
@@ -167,6 +183,8 @@ class AnalysisStore(ClosingContext):
     embedded_directory : Path, optional
         The directory of an embedded store, held by this process until :meth:`close`
         (:meth:`open` sets it).
+    read_only : bool
+        Write nothing (see :meth:`open`): ``save``, ``insert`` and ``replay`` raise.
     """
 
     def __init__(
@@ -179,34 +197,33 @@ class AnalysisStore(ClosingContext):
         context: Any = None,
         spool: str | Path | None = None,
         embedded_directory: Path | None = None,
+        read_only: bool = False,
     ) -> None:
         self.runs = runs
         self.raw = raw
         self.root = Path(root).resolve()
         self.registry = registry if registry is not None else default_registry()
         self._context = context
-        self._writer, self._inserter = self._pipeline()
         self._insert_lock = threading.Lock()  # a LiveAnalysis worker and the RunEngine share it
         self._embedded_directory = embedded_directory
         self.spool = Path(spool).resolve() if spool is not None else None
-        self._spooler = None
-        if self.spool is not None:
-            from ._spool import SpoolingInserter
+        self._inserter = self._pipeline(self.spool)
+        self.read_only = read_only
+        if not read_only:  # read-only writes nothing, not even the lock file
+            create_lock_file(self.root)  # now, so that no save (even a refused one) creates it
+            if self.spool is not None:  # so that `bas fsck` knows it (see register_spool)
+                from ._spool import register_spool
 
-            self._spooler = SpoolingInserter(self._inserter, self.spool, on_offline=self._forget)
-        create_lock_file(self.root)  # now, so that no save (even a refused one) creates it
+                register_spool(self.root, self.spool)
 
-    def _pipeline(self) -> tuple[CheckedTiledWriter, IdempotentInserter]:
-        """A fresh document pipeline into ``runs``: checks, TiledWriter, idempotence."""
-        from ._tiled_writer import analysis_tiled_writer
+    def _pipeline(self, spool: Path | None) -> StorePipeline:
+        """A fresh document pipeline into ``runs``: per run, provenance required, the spool
+        (if any), idempotence, the document gate and a TiledWriter."""
+        from ._insert import StorePipeline
+        from ._tiled_writer import WriterFactory
 
-        writer = analysis_tiled_writer(self.runs, self.registry)
-        return writer, IdempotentInserter(self.runs, writer)
-
-    def _forget(self, uid: str) -> None:
-        """Drop a run that went to the spool from the half-written state of the pipeline."""
-        self._inserter.forget(uid)
-        self._writer.forget(uid)
+        make_writer = WriterFactory(self.runs, self.registry)
+        return StorePipeline(self.runs, make_writer, make_writer.spec_to_mimetype, spool=spool)
 
     @classmethod
     def open(
@@ -218,6 +235,7 @@ class AnalysisStore(ClosingContext):
         registry: PairRegistry | None = None,
         raw: str | Any = None,
         spool: str | Path | bool | None = None,
+        read_only: bool = False,
     ) -> AnalysisStore:
         """Open (or create) an analysis store.
 
@@ -241,9 +259,21 @@ class AnalysisStore(ClosingContext):
             The durable local spool (see :class:`AnalysisStore`). Default: ``ROOT/.bas-spool``
             for a server or a client, none for an embedded store (in-process: nothing to lose
             the connection to). ``False``: no spool.
+        read_only : bool
+            Create nothing: no store directory, no container (a missing raw catalog is None),
+            no lock file; ``save``, ``insert`` and ``replay`` raise. Works with the read-only
+            key of ``bas serve``.
         """
         if isinstance(target, str | Path) and not str(target).startswith(("http://", "https://")):
             directory = Path(target).resolve()
+            from ._containment import embedded_files_root
+
+            files = embedded_files_root(directory, root)  # the store serves nothing outside
+            if read_only and not (directory / "catalog.db").is_file():
+                raise AnalysisStoreError(
+                    f"no analysis store in {directory} (no catalog.db); nothing was created "
+                    "(the store was opened read-only)"
+                )
             directory.mkdir(parents=True, exist_ok=True)
             hold_embedded_store(directory)
             try:
@@ -251,16 +281,22 @@ class AnalysisStore(ClosingContext):
             except BaseException:
                 release_embedded_store(directory)
                 raise
-            files = Path(root) if root is not None else directory / "files"
-            raw_runs = runs_container(client, raw) if isinstance(raw, str) else raw
+            try:
+                runs = runs_container(client, create=not read_only)
+                raw_runs = raw_container(client, raw, read_only=read_only)
+            except BaseException:
+                context.close()
+                release_embedded_store(directory)
+                raise
             return cls(
-                runs_container(client),
+                runs,
                 files,
                 registry=registry,
                 raw=raw_runs,
                 context=context,
                 spool=spool if isinstance(spool, str | Path) else None,
                 embedded_directory=directory,
+                read_only=read_only,
             )
         if root is None:
             raise AnalysisStoreError(
@@ -275,18 +311,18 @@ class AnalysisStore(ClosingContext):
             context = client.context  # ours to close
         else:
             client = target
-        raw_runs = runs_container(client, raw) if isinstance(raw, str) else raw
         if spool is None or spool is True:
             from ._spool import SPOOL_DIRECTORY
 
             spool = Path(root) / SPOOL_DIRECTORY
         return cls(
-            runs_container(client),
+            runs_container(client, create=not read_only),
             root,
             registry=registry,
-            raw=raw_runs,
+            raw=raw_container(client, raw, read_only=read_only),
             context=context,
             spool=spool or None,
+            read_only=read_only,
         )
 
     def save(
@@ -317,6 +353,7 @@ class AnalysisStore(ClosingContext):
         sharing the store's root take a lock per lineage, so concurrent saves of one lineage
         make exactly one run.
         """
+        self._check_writable("save")
         plan = plan_analysis_run(
             data_dicts,
             md,
@@ -350,30 +387,28 @@ class AnalysisStore(ClosingContext):
         nothing of it is left; what cannot be removed stays incomplete, for ``bas fsck``."""
         from ._fsck import delete_run
 
-        if self._spooler is not None:
-            self._spooler.discard_run(run.uid)
         if self._inserter.created(run.uid):  # its node is this save's own
             try:
                 delete_run(self.runs[run.uid])
             except Exception as error:  # e.g. a key without the delete scope
                 logger.warning("could not delete the half-saved run %s: %s", run.uid, error)
-            self._forget(run.uid)
+        self._inserter.discard(run.uid)  # and its spool file
         if run.uid not in self.runs:  # nothing refers to the files: take them back
             remove_files(run.files, self.root)
 
     def _saved_while_reachable(self, plan: RunPlan) -> str | None:
         """:meth:`_already_saved`; with a spool, an unreachable store cannot tell, and the run
         is saved into the spool (the check is then best effort)."""
-        if self._spooler is not None and self._spooler.offline:
+        if self.spool is not None and self._inserter.offline:
             return None  # unreachable moments ago: do not wait for it again
         try:
             return self._already_saved(plan)
         except Exception as error:
             from ._spool import is_unreachable
 
-            if self._spooler is None or not is_unreachable(error):
+            if self.spool is None or not is_unreachable(error):
                 raise
-            self._spooler.mark_unreachable()  # the run's documents go straight to the spool
+            self._inserter.mark_unreachable()  # the run's documents go straight to the spool
             logger.warning(
                 "the analysis store cannot be reached to check lineage %s; saving run %s to "
                 "the spool",
@@ -408,6 +443,13 @@ class AnalysisStore(ClosingContext):
             )
         return None
 
+    def _check_writable(self, action: str) -> None:
+        if self.read_only:
+            raise AnalysisStoreError(
+                f"cannot {action}: this store was opened read-only (read_only=True); nothing "
+                "was written"
+            )
+
     def insert(self, name: str, doc: dict[str, Any]) -> None:
         """Insert one document (subscribe this to a RunEngine: ``RE.subscribe(store.insert)``).
 
@@ -415,8 +457,9 @@ class AnalysisStore(ClosingContext):
         with a different start or stop document raises :class:`RunConflictError`. With a spool,
         a store that cannot be reached raises nothing: the run goes to the spool.
         """
+        self._check_writable("insert")
         with self._insert_lock:
-            (self._spooler or self._inserter)(name, doc)
+            self._inserter(name, doc)
 
     def replay(self) -> ReplayReport:
         """Insert the runs waiting in the spool (see ``bas replay``) and return what was done.
@@ -427,6 +470,7 @@ class AnalysisStore(ClosingContext):
         """
         from ._spool import replay_spool
 
+        self._check_writable("replay")
         if self.spool is None:
             raise AnalysisStoreError(
                 "this store has no spool: open it with spool=DIRECTORY (a served store's "
@@ -437,7 +481,7 @@ class AnalysisStore(ClosingContext):
         return replay_spool(
             self.spool,
             self.runs,
-            lambda: self._pipeline()[1],
+            lambda: self._pipeline(None),
             lambda uid: delete_run(self.runs[uid]),
         )
 
@@ -592,14 +636,13 @@ class AnalysisStore(ClosingContext):
         """
         start = self.start_document(uid)  # also resolves a partial uid
         if start is None:
-            raise KeyError(f"no run {uid!r} in the analysis store or its raw catalog")
+            raise NotFoundError(f"no run {uid!r} in the analysis store or its raw catalog")
         return build_lineage_graph(start["uid"], self.start_document, self.derived_from)
 
     def close(self) -> None:
         """Release what :meth:`open` opened: the in-process server or the HTTP connections
         (runs still open in the spool keep their files there, for replay)."""
-        if self._spooler is not None:
-            self._spooler.close()
+        self._inserter.close()
         if self._embedded_directory is not None:
             release_embedded_store(self._embedded_directory)
             self._embedded_directory = None

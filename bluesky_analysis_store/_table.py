@@ -3,10 +3,16 @@
 One file per (stream, key) per run; each value is one frame of ``nrows`` records whose fields are
 the columns (and the index, when it carries information). The descriptor's ``dtype_numpy`` is the
 structured dtype, so tiled serves the stack as a structured array and every column keeps its dtype.
+
+The data key also says which field is the index, so that a reader with nothing but tiled can
+rebuild the DataFrame: ``table_index: {"field": FIELD, "name": NAME or null}`` and
+``dims: [FIELD]`` (tiled's array then has dims ``("time", FIELD)``). A default ``RangeIndex``
+is not stored, and the data key has neither.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -86,7 +92,10 @@ def describe_table_value(value: Any) -> ValueDescription:
             )
     dtype = _records(value, index).dtype
     descr = [[name, dtype[name].str] for name in dtype.names or ()]
-    return ValueDescription("array", descr, (len(value),))
+    if index is None:
+        return ValueDescription("array", descr, (len(value),))
+    name = None if value.index.name is None else index
+    return ValueDescription("array", descr, (len(value),), dims=(index,), table_index=(index, name))
 
 
 class TableWriter(HDF5Writer):
@@ -148,7 +157,11 @@ class TableHandler(HDF5Handler):
 
 
 def records_to_dataframe(
-    records: np.ndarray, index: str | None = None, index_named: bool = True
+    records: np.ndarray,
+    index: str | None = None,
+    index_named: bool = True,
+    *,
+    data_key: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Turn one structured frame (as read by the handler or tiled) back into a DataFrame.
 
@@ -159,7 +172,24 @@ def records_to_dataframe(
     index, index_named
         The resource kwargs of the same names: which field is the index, and whether it had a
         name.
+    data_key : mapping, optional
+        The key's entry in its descriptor's ``data_keys`` (from tiled:
+        ``run[stream].metadata["data_keys"][key]``); its ``table_index`` says which field is
+        the index and its name. Given, it replaces ``index`` and ``index_named``.
+
+    Examples
+    --------
+    Read a table back through tiled alone, index included:
+
+    >>> stream = run["primary"]  # doctest: +SKIP
+    >>> records_to_dataframe(  # doctest: +SKIP
+    ...     stream["peaks"].read()[0], data_key=stream.metadata["data_keys"]["peaks"]
+    ... )
     """
+    if data_key is not None:
+        table_index = data_key.get("table_index")
+        index = None if table_index is None else table_index["field"]
+        index_named = table_index is not None and table_index["name"] is not None
     frame = pd.DataFrame.from_records(records)
     if index is None:
         return frame

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
-from typing import IO, Any, Literal
+import io
+import os
+from typing import Any, Literal
 
 import numpy as np
 import tifffile
 
-from ._errors import UnsupportedValueError
-from ._files import ClosingContext, ReadingHandle, fsync_path
+from ._errors import UnsupportedValueError, WriterClosedError
+from ._files import ClosingContext, ReadingHandle, create_new_file
 from ._pairs import WriterHandlerPair
 from ._values import ValueDescription, describe_array
 
 # TIFF sample formats: unsigned/signed integers, IEEE floats and complex; no bool.
 TIFF_KINDS = frozenset("iufc")
+
+
+class _Stream(io.BufferedRandom):
+    """The TIFF file for tifffile, without ``fileno()``: numpy's ``tofile`` (which tifffile
+    uses when it can) reports a full disk as an OSError without its errno; ``write`` keeps it."""
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("fileno")
+
+
+def _open_stream(path: str) -> _Stream:
+    return _Stream(io.FileIO(path, "w+", opener=lambda name, flags: create_new_file(name)))
 
 
 class TIFFWriter(ClosingContext):
@@ -29,7 +43,8 @@ class TIFFWriter(ClosingContext):
 
     def __init__(self, resource_path: str, *, byteorder: Literal["<", ">"] = "<") -> None:
         self._path = resource_path
-        self._stream: IO[bytes] | None = open(resource_path, "xb")  # noqa: SIM115 - kept open
+        self._stream: _Stream | None = _open_stream(resource_path)
+        self._error: OSError | None = None  # the first write error (a full disk)
         self._tiff: tifffile.TiffWriter | None = tifffile.TiffWriter(
             self._stream, bigtiff=True, byteorder=byteorder
         )
@@ -38,7 +53,9 @@ class TIFFWriter(ClosingContext):
 
     def __call__(self, value: Any) -> dict[str, Any]:
         if self._tiff is None:
-            raise ValueError(f"writer for {self._path} is closed")
+            raise WriterClosedError(f"writer for {self._path} is closed")
+        if self._error is not None:
+            raise self._error
         describe_tiff_value(value)
         frame = np.asarray(value)
         if self._first is not None and (
@@ -50,17 +67,35 @@ class TIFFWriter(ClosingContext):
             )
         self._first = frame if self._first is None else self._first
         # contiguous=True keeps every page in one series, which tifffile and tiled read as a stack.
-        self._tiff.write(frame, contiguous=True, photometric="minisblack")
+        try:
+            self._tiff.write(frame, contiguous=True, photometric="minisblack")
+        except OSError as error:
+            self._error = error
+            raise
         self._count += 1
         return {"point_number": self._count - 1}
 
     def close(self) -> None:
+        """Finish the TIFF, fsync and close; raise the ``OSError`` met while writing, if any
+        (the file is released either way)."""
         if self._tiff is None or self._stream is None:
             return
-        self._tiff.close()
-        self._stream.close()
+        tiff, stream = self._tiff, self._stream
         self._tiff = self._stream = None
-        fsync_path(self._path)
+        try:
+            if self._error is None:  # after a failed write tifffile's state is not to be trusted
+                tiff.close()
+                stream.flush()
+                os.fsync(stream.raw.fileno())
+        except OSError as error:
+            self._error = error
+        finally:
+            try:
+                stream.close()
+            except OSError as error:
+                self._error = self._error or error
+        if self._error is not None:
+            raise self._error
 
 
 class TIFFHandler(ReadingHandle):

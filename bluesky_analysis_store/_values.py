@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Mapping
+import reprlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ._errors import UnsupportedValueError
+from ._errors import NestingTooDeepError, UnsupportedValueError
 
 # numpy dtype kinds: b bool, i int, u unsigned, f float, c complex
 NUMERIC_KINDS = frozenset("biufc")
@@ -28,11 +29,20 @@ class ValueDescription:
         ``numpy.dtype.str`` (e.g. ``"<f4"``), or a structured dtype's ``descr`` as lists.
     shape : tuple of int
         The value's shape (``()`` for a scalar).
+    dims : tuple of str
+        Names of the value's dimensions (the descriptor's ``dims``), or ``()`` when unnamed.
+        tiled's TiledWriter gives them to the array it serves (after its ``time``).
+    table_index : (str, str or None) or None
+        For a table with a stored index: the field that holds it and the index's own name
+        (None for an unnamed index). Goes into the data key as ``table_index``, so a reader
+        with nothing but the run can rebuild the DataFrame (see ``records_to_dataframe``).
     """
 
     dtype: str
     dtype_numpy: str | list[list[str]]
     shape: tuple[int, ...]
+    dims: tuple[str, ...] = ()
+    table_index: tuple[str, str | None] | None = None
 
     @property
     def numpy_dtype(self) -> np.dtype:
@@ -41,14 +51,28 @@ class ValueDescription:
             return np.dtype([tuple(field) for field in self.dtype_numpy])
         return np.dtype(self.dtype_numpy)
 
+    def summary(self) -> str:
+        """``dtype ... and shape ...`` (and the table index, if any), for messages."""
+        text = f"dtype {self.dtype_numpy} and shape {self.shape}"
+        if self.table_index is not None:
+            field, name = self.table_index
+            text += f" with the index in field {field!r} ({'named' if name else 'unnamed'})"
+        return text
+
     def as_data_key(self, source: str) -> dict[str, Any]:
         """Return this description as an event-model ``DataKey`` dict."""
-        return {
+        data_key: dict[str, Any] = {
             "source": source,
             "dtype": self.dtype,
             "dtype_numpy": self.dtype_numpy,
             "shape": list(self.shape),
         }
+        if self.dims:
+            data_key["dims"] = list(self.dims)
+        if self.table_index is not None:
+            field, name = self.table_index
+            data_key["table_index"] = {"field": field, "name": name}
+        return data_key
 
 
 def _json_type(dtype: np.dtype) -> str:
@@ -159,28 +183,128 @@ def to_json_value(value: Any) -> Any:
 JSON_SAFE_INTEGER = 2**53 - 1
 
 
+#: How deeply mappings and lists may nest in a document, counted from its top (the document
+#: itself is level 1; ``md`` is merged into the start document's top, so its levels count the
+#: same). tiled's TiledWriter stores up to about 250 (its JSON encoder, orjson, stops at 254
+#: with the run's own wrapping) and event-model's schema validation takes four Python frames
+#: per level (Python's default recursion limit is 1000); 128 leaves room for the callers' stack.
+MAX_DEPTH = 128
+
+#: Leaf types decided without looking inside them.
+_PLAIN = frozenset({int, float, str, bool, type(None)})
+
+
+def _items(value: Any) -> Iterator[tuple[Any, Any]] | None:
+    """A container's ``(name, item)`` pairs, or None for a leaf."""
+    if isinstance(value, Mapping):
+        return iter(value.items())
+    if isinstance(value, list | tuple):
+        return enumerate(value)
+    return None
+
+
+def _all_plain(container: Any) -> bool:
+    """Whether every item of a list, tuple or mapping is a plain scalar (checked in C)."""
+    values = container.values() if isinstance(container, Mapping) else container
+    return _PLAIN.issuperset(map(type, values))
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, safe for deep or huge containers
+    (``f"{value!r:.80}"`` builds the whole repr first, and recurses)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _path(where: str, names: list[Any]) -> str:
+    """``where[name][name]...``, the middle left out when it is long."""
+    parts = [f"[{short_repr(name, 40)}]" for name in names]
+    if len(parts) > 12:
+        parts = [*parts[:6], f"[… {len(parts) - 10} more levels …]", *parts[-4:]]
+    return where + "".join(parts)
+
+
 def find_in_tree(
     value: Any,
     where: str,
     *,
     leaf: Callable[[Any], bool] | None = None,
     key: Callable[[Any], bool] | None = None,
+    above: int = 0,
 ) -> str | None:
     """Where, in a JSON-like tree (mappings, lists, tuples), the first leaf for which
-    ``leaf(value)`` holds or the first mapping key for which ``key(k)`` holds is; or None."""
-    if isinstance(value, Mapping):
-        for name, item in value.items():
-            if key is not None and key(name):
-                return f"the key {name!r:.40} of {where}"
-            if (found := find_in_tree(item, f"{where}[{name!r}]", leaf=leaf, key=key)) is not None:
-                return found
-        return None
-    if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            if (found := find_in_tree(item, f"{where}[{index}]", leaf=leaf, key=key)) is not None:
-                return found
-        return None
-    return where if leaf is not None and leaf(value) else None
+    ``leaf(value)`` holds or the first mapping key for which ``key(k)`` holds is; or None.
+
+    The walk is iterative (no recursion, whatever the depth) and refuses a tree that nests
+    deeper than :data:`MAX_DEPTH` levels, counting ``above`` levels that hold ``value`` in its
+    document (a cycle is refused the same way).
+
+    Raises
+    ------
+    NestingTooDeepError
+        Naming the key path that goes too deep.
+    """
+    top = _items(value)
+    if top is None:
+        return where if leaf is not None and leaf(value) else None
+    limit = MAX_DEPTH - above
+    # one frame per open container: its remaining items, whether it is a mapping
+    stack: list[tuple[Iterator[tuple[Any, Any]], bool]] = [(top, isinstance(value, Mapping))]
+    names: list[Any] = []  # the path to the container on top of the stack
+    while stack:
+        items, is_mapping = stack[-1]
+        for name, item in items:
+            if is_mapping and key is not None and key(name):
+                return f"the key {short_repr(name, 40)} of {_path(where, names)}"
+            children = None if type(item) in _PLAIN else _items(item)
+            if children is not None:
+                names.append(name)
+                if len(stack) >= limit:
+                    raise NestingTooDeepError(
+                        f"{_path(where, names)} nests mappings and lists more than {MAX_DEPTH} "
+                        "levels deep in its document (tiled and event-model cannot store or "
+                        "check deeper trees); flatten it, or store it as a JSON string"
+                    )
+                if leaf is None and key is None and _all_plain(item):
+                    names.pop()  # an event page's column: nothing to find inside (fast path)
+                    continue
+                stack.append((children, isinstance(item, Mapping)))
+                break
+            if leaf is not None and leaf(item):
+                return _path(where, [*names, name])
+        else:
+            stack.pop()
+            if names:
+                names.pop()
+    return None
+
+
+def check_depth(tree: Any, where: str, *, above: int = 0) -> None:
+    """Refuse a JSON-like tree nested deeper than :data:`MAX_DEPTH` levels (or a cycle).
+
+    Call it before any recursive walk (``json``, ``copy.deepcopy``, schema validation) sees
+    the tree. It walks every item once, without recursion.
+
+    Parameters
+    ----------
+    tree : mapping, list or leaf
+        A document, ``md``, or a part of a document.
+    where : str
+        How the error names ``tree`` (``"md"``, ``"start document 'abc…'"``).
+    above : int
+        How many levels of its document hold ``tree`` (0 for a document itself or for ``md``;
+        2 for a start document's ``provenance.parameters``).
+
+    Raises
+    ------
+    NestingTooDeepError
+        Naming the key path that goes too deep.
+    """
+    find_in_tree(tree, where, above=above)
 
 
 def _beyond_json_integer(value: Any) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ._errors import AnalysisInputError
 from ._pairs import PairRegistry, WriterHandlerPair
-from ._values import ValueDescription, describe_numeric
+from ._values import ValueDescription, describe_numeric, short_repr
 
 #: Keys of a DBEP 6 ``writers_dict`` entry (``mimetype`` is our addition for tiled).
 DBEP6_ENTRY_KEYS = frozenset({"writer", "resource", "root", "spec", "mimetype"})
@@ -87,10 +87,13 @@ def _from_dbep6_entry(key: str, entry: Mapping[str, Any], registry: PairRegistry
     kwargs = resource.get("kwargs") or {}
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
         raise AnalysisInputError(
-            f"{where}['resource']['kwargs'] must be a mapping with str keys; got {kwargs!r:.80}"
+            f"{where}['resource']['kwargs'] must be a mapping with str keys; "
+            f"got {short_repr(kwargs)}"
         )
     if root is not None and not isinstance(root, str | Path):
-        raise AnalysisInputError(f"{where}['root'] must be a directory path; got {root!r:.80}")
+        raise AnalysisInputError(
+            f"{where}['root'] must be a directory path; got {short_repr(root)}"
+        )
     return KeyWriter(
         pair=pair,
         resource_func=func,
@@ -119,7 +122,9 @@ def normalize_writers(
     normalized = {}
     for key, entry in writers.items():
         if not isinstance(key, str):
-            raise AnalysisInputError(f"writers keys are data key names (str); got {key!r:.80}")
+            raise AnalysisInputError(
+                f"writers keys are data key names (str); got {short_repr(key)}"
+            )
         if isinstance(entry, str):
             normalized[key] = KeyWriter(pair=registry[entry])
         elif isinstance(entry, WriterHandlerPair):

@@ -19,7 +19,9 @@ DEFAULT_STORE = "bas-store"
 SPOOL_ENV = "BAS_SPOOL"
 
 
-def _open_store(args: argparse.Namespace) -> Any:
+def _open_store(args: argparse.Namespace, *, read_only: bool = False) -> Any:
+    """The store the command names; ``read_only``: create nothing (no store, no container, no
+    file), so that the read-only key of ``bas serve`` works."""
     from ._store import AnalysisStore
 
     target = args.store or os.environ.get(STORE_ENV) or DEFAULT_STORE
@@ -28,8 +30,10 @@ def _open_store(args: argparse.Namespace) -> Any:
         target,
         api_key=os.environ.get(API_KEY_ENV),
         root=args.root,
-        raw=args.raw,
+        # only reading commands use the raw catalog (lineage); none creates it
+        raw=args.raw if read_only else None,
         spool=args.spool or os.environ.get(SPOOL_ENV) or None,
+        read_only=read_only,
     )
 
 
@@ -92,7 +96,7 @@ def _save(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    with _open_store(args) as store:
+    with _open_store(args, read_only=True) as store:
         run = store[args.uid]
         start = run.metadata["start"]
         stop = run.metadata.get("stop") or {}
@@ -125,7 +129,7 @@ def _search(args: argparse.Namespace) -> int:
         *([AnalysisVersion(args.version)] if args.version else []),
         *([TimeRange(since=args.since, until=args.until)] if args.since or args.until else []),
     ]
-    with _open_store(args) as store:
+    with _open_store(args, read_only=True) as store:
         for uid, run in store.search(*queries).items():
             start = run.metadata["start"]
             print(f"{uid}  {start.get('analysis_name')} {start.get('analysis_version')}")
@@ -133,7 +137,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _lineage(args: argparse.Namespace) -> int:
-    with _open_store(args) as store:
+    with _open_store(args, read_only=True) as store:
         graph = store.lineage(args.uid)
         print(graph.as_text())
         if args.output:
@@ -143,8 +147,13 @@ def _lineage(args: argparse.Namespace) -> int:
 
 def _fsck(args: argparse.Namespace) -> int:
     from ._fsck import check_store, repair
+    from ._quarantine import purge_quarantine
 
-    with _open_store(args) as store:
+    # only --repair writes to the catalog; a check (and --purge) opens the store read-only
+    with _open_store(args, read_only=not args.repair) as store:
+        if args.purge:
+            print(purge_quarantine(store.root).as_text())
+            return 0
         report = check_store(store, grace=args.grace)
         print(report.as_text(), flush=True)
         if args.repair and report.repairable:
@@ -152,8 +161,22 @@ def _fsck(args: argparse.Namespace) -> int:
             report = check_store(store, grace=args.grace)
             print("after repair: " + (report.as_text() if report.problems else "clean"))
         elif args.repair and report.problems:
-            print("nothing to repair: missing files cannot be recreated; restore them from backup")
+            print(_why_nothing_was_repaired(report))
     return 0 if report.clean else 1
+
+
+def _why_nothing_was_repaired(report: Any) -> str:
+    if report.moved_away:
+        return (
+            "nothing repaired: the store was moved (see above); move it back, or run `bas fsck` "
+            "where its recorded paths are valid"
+        )
+    if report.unreadable_spools and report.orphaned_files:
+        return (
+            "nothing repaired: orphaned files are kept while a spool the store recorded cannot "
+            "be read here; run `bas fsck --repair` where it can, or pass --spool"
+        )
+    return "nothing to repair: missing files cannot be recreated; restore them from backup"
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -229,7 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
             f"a served store's API key is read from ${API_KEY_ENV}",
         )
         command.add_argument("--root", type=Path, help="file root of a served store")
-        command.add_argument("--raw", default="raw", help="raw catalog container (default: raw)")
+        command.add_argument(
+            "--raw",
+            default="raw",
+            help="the raw catalog's container, which lineage reads if it exists (default: raw)",
+        )
         command.add_argument(
             "--spool",
             type=Path,
@@ -268,14 +295,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     fsck = store_command(
         "fsck",
-        "check the store for incomplete runs, orphaned files and missing files; exit 0 when "
-        "clean, 1 when problems remain",
+        "check the store for incomplete runs, orphaned files and missing files (changes "
+        "nothing; works with a read-only key); exit 0 when clean, 1 when problems remain",
     )
-    fsck.add_argument(
+    action = fsck.add_mutually_exclusive_group()
+    action.add_argument(
         "--repair",
         action="store_true",
-        help="delete incomplete runs, remove orphaned files and empty directories under the "
-        "store's root, then check again",
+        help="move orphaned files into the store's quarantine (ROOT/.bas-quarantine), delete "
+        "incomplete runs from the catalog (their documents kept in the quarantine), remove "
+        "empty directories, then check again; nothing is deleted for good",
+    )
+    action.add_argument(
+        "--purge",
+        action="store_true",
+        help="empty the quarantine for good (asks nothing; prints every file it removes)",
     )
     fsck.add_argument(
         "--grace",

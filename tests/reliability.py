@@ -20,9 +20,13 @@ AREAS = [
     ("idempotence", "Idempotent, conflict-safe inserts"),
     ("concurrency", "Concurrent saves: 8 processes at once"),
     ("spool", "The store goes away mid-session: spool and replay"),
+    ("repair", "Repair that cannot destroy: moved stores, other mount points, spools"),
     ("fuzz", "Bad input, fuzzed (hypothesis)"),
     ("path attacks", "Path attacks"),
     ("access", "Access to a served store"),
+    ("provenance bypass", "Provenance bypass attempts: runs without valid provenance"),
+    ("peers", "Peer document streams: what other projects' tests send a TiledWriter"),
+    ("machine edges", "The edges of the machine: a full disk, a file size limit"),
 ]
 
 HEADER = """# Reliability

@@ -103,3 +103,56 @@ def test_save_show_search_lineage_on_an_embedded_store(tmp_path):
     missing = _bas("show", "abcdef12", *store, cwd=tmp_path)
     assert missing.returncode == 1
     assert missing.stderr.splitlines()[-1] == "bas show: error: No match for partial_uid abcdef12"
+
+
+def _snapshot(directory: Path) -> dict[str, tuple[object, ...]]:
+    """Every entry under ``directory``: kind, size, mtime (what any write would change)."""
+    return {
+        str(path.relative_to(directory)): (
+            path.is_dir(),
+            path.lstat().st_size,
+            path.lstat().st_mtime_ns,
+        )
+        for path in sorted(directory.rglob("*"))
+    }
+
+
+def test_every_read_command_works_with_the_read_only_key(bas_server, monkeypatch, capsys):
+    """``show``, ``search``, ``lineage`` and ``fsck`` against a real ``bas serve`` with its
+    read-only key; with either key they create nothing (no ``raw`` container, no file)."""
+    import numpy as np
+    from helpers import make_provenance
+    from served import READ_KEY, WRITE_KEY
+    from tiled.client import from_uri
+
+    from bluesky_analysis_store.cli import main
+
+    root = bas_server.directory / "files"
+    with bas_server.store(WRITE_KEY) as store:
+        uid = store.save(
+            [{"primary": {"image": np.ones((3, 2), "f4")}}],
+            {},
+            provenance=make_provenance(parameters={"read key": bas_server.backend}),
+        )
+        lineage_hash = store[uid].metadata["start"]["lineage_hash"]
+    client = from_uri(bas_server.uri, api_key=WRITE_KEY)
+    try:
+        containers = list(client)
+        files = _snapshot(root)
+        store_options = ["--store", bas_server.uri, "--root", str(root)]
+        for key in (READ_KEY, WRITE_KEY):
+            monkeypatch.setenv("BAS_API_KEY", key)
+            assert main(["show", uid, *store_options]) == 0
+            assert f"uid:       {uid}" in capsys.readouterr().out
+            assert main(["search", "--lineage", lineage_hash, *store_options]) == 0
+            assert capsys.readouterr().out.startswith(uid)
+            assert main(["lineage", uid, *store_options]) == 0
+            assert uid[:8] in capsys.readouterr().out
+            assert main(["fsck", *store_options]) in (0, 1)  # others' debris is no error here
+            captured = capsys.readouterr()
+            assert "error" not in captured.err, captured.err
+            assert f"and the files under {root}" in captured.out
+        assert list(client) == containers  # no raw container, nothing created
+        assert _snapshot(root) == files  # no lock file, no spool directory, nothing written
+    finally:
+        client.context.close()

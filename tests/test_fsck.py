@@ -1,30 +1,44 @@
 """Reliability: a save SIGKILLed at each step leaves nothing that looks complete, and ``bas fsck``
-finds what it left and repairs it.
+finds what it left and repairs it, destroying nothing.
 
 Each kill point is a real subprocess (the saving process dies with SIGKILL, so no ``finally``
 and no ``except`` runs) on its own embedded store; they run concurrently, then the test process
-inspects and repairs each store.
+inspects and repairs each store. Repair moves what it removes into the store's quarantine; a
+moved store, a store seen through another mount point, and spools outside the root or under
+another name keep every file (the last with a real ``bas serve`` stopped mid-run).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from helpers import PARENT_UID, figure, make_provenance
+from helpers import PARENT_UID, figure, free_port, make_provenance
+from served import WRITE_KEY, running_server
 
-from bluesky_analysis_store import AnalysisStore, ExitStatus
+from bluesky_analysis_store import AnalysisStore, ExitStatus, compose_analysis_run
+from bluesky_analysis_store._errors import AnalysisStoreError
 from bluesky_analysis_store._fsck import check_store, repair
+from bluesky_analysis_store._locks import OPEN_LOCK_FILE
+from bluesky_analysis_store._quarantine import QUARANTINE_DIRECTORY
+from bluesky_analysis_store._spool import SPOOL_REGISTRY, registered_spools, spool_files
 from bluesky_analysis_store.cli import main
 
 TESTS = Path(__file__).resolve().parent
+
+#: Spare embedded stores (copies of one initialized catalog) for the tests after the kill points.
+SPARE = ("spare", "moved", "mounted", "readonly", "elsewhere")
 
 #: One subprocess imports tiled once, waits for "go" on stdin, then forks one saving process per
 #: kill point (argv: tests directory, then NAME=STORE_DIRECTORY=RUN_UID ...). Each child
@@ -113,13 +127,38 @@ def _data() -> list[dict[str, dict[str, object]]]:
 
 
 def _files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p != root / ".bas-lock")
+    """The files under a store's root, but its lock file and its quarantine."""
+    quarantine = root / QUARANTINE_DIRECTORY
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p != root / ".bas-lock" and not p.is_relative_to(quarantine)
+    )
+
+
+def _tree(directory: Path) -> dict[str, tuple[Any, ...]]:
+    """Every entry under ``directory``: kind, size, content hash (or link target), mtime. The
+    embedded store's open-lock file counts by name only: each open rewrites its holder line."""
+    tree: dict[str, tuple[Any, ...]] = {}
+    for path in sorted(directory.rglob("*")):
+        status = path.lstat()
+        name = str(path.relative_to(directory))
+        if path.name == OPEN_LOCK_FILE:
+            tree[name] = ("lock",)
+        elif path.is_symlink():
+            tree[name] = ("link", os.readlink(path), status.st_mtime_ns)
+        elif path.is_dir():
+            tree[name] = ("dir", status.st_mtime_ns)
+        else:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            tree[name] = ("file", status.st_size, digest, status.st_mtime_ns)
+    return tree
 
 
 @pytest.fixture(scope="module")
 def killed_stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One embedded store per kill point, each left behind by a SIGKILLed save (and a fresh
-    store, ``spare``, for the other tests)."""
+    """One embedded store per kill point, each left behind by a SIGKILLed save (and fresh
+    stores, :data:`SPARE`, for the other tests)."""
     base = tmp_path_factory.mktemp("fsck")
     template = base / "template"
     template.mkdir()
@@ -149,7 +188,7 @@ def killed_stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
         init_output, _ = init.communicate(timeout=120)
         assert init.returncode == 0, init_output
-        for directory in [*stores.values(), base / "spare"]:
+        for directory in [*stores.values(), *(base / name for name in SPARE)]:
             shutil.copytree(template, directory)
         out, err = killer.communicate("go\n", timeout=180)
     finally:
@@ -158,7 +197,7 @@ def killed_stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert killer.returncode == 0, f"{out}\n{err}"
     endings = dict(line.split(" ", 1) for line in out.splitlines())
     assert endings == dict.fromkeys(KILL_POINTS, "SIGKILL"), f"{out}\n{err}"
-    return {**stores, "spare": base / "spare"}
+    return {**stores, **{name: base / name for name in SPARE}}
 
 
 @pytest.mark.slow
@@ -198,17 +237,42 @@ def test_save_killed_at_each_step_is_found_and_repaired(point, killed_stores, ca
     (found,) = map(int, re.findall(r"^(\d+) problem\(s\)", out, re.MULTILINE))
     assert found == int(has_run) + len(left)
 
+    contents = {path: path.read_bytes() for path in left}
     assert main(["fsck", "--store", str(directory), "--repair", "--grace", "0"]) == 0
     out = capsys.readouterr().out
     assert ("deleted incomplete run " + uid in out) is has_run
-    counts = re.search(r"^repaired: (\d+) run\(s\) deleted, (\d+) file\(s\) and (\d+)", out, re.M)
+    pattern = r"^repaired: (\d+) run\(s\) deleted, (\d+) file\(s\) quarantined and (\d+)"
+    counts = re.search(pattern, out, re.M)
     assert counts is not None, out
     runs, files, directories = map(int, counts.groups())
     assert (runs, files) == (int(has_run), len(left))
     assert directories == 3  # UID/primary, UID/fit, UID
-    assert "after repair: clean" in out
+    assert "after repair: clean" in out  # the quarantine is not counted
     left_after_repair = _files(root)
     assert left_after_repair == []
+    assert sorted(p.name for p in root.iterdir()) == [".bas-lock", QUARANTINE_DIRECTORY]
+
+    # nothing was destroyed: each file is in the quarantine, at its path in the store, and the
+    # incomplete run's documents too; the manifest says what came from where
+    (batch,) = (root / QUARANTINE_DIRECTORY).iterdir()
+    manifest = json.loads((batch / "manifest.json").read_text())
+    assert sorted(Path(entry["from"]) for entry in manifest["files"]) == left
+    for entry in manifest["files"]:
+        kept = batch / entry["to"]
+        assert kept == batch / "files" / Path(entry["from"]).relative_to(root)
+        assert kept.read_bytes() == contents[Path(entry["from"])]
+    assert [entry["uid"] for entry in manifest["runs"]] == ([uid] if has_run else [])
+    if has_run:
+        lines = (batch / "runs" / f"{uid}.jsonl").read_text().splitlines()
+        name, start = json.loads(lines[0])
+        assert (name, start["uid"]) == ("start", uid)
+
+    # --purge empties the quarantine, and says what it removed
+    assert main(["fsck", "--store", str(directory), "--purge"]) == 0
+    out = capsys.readouterr().out
+    for entry in manifest["files"]:
+        assert f"removed {batch / entry['to']}" in out
+    assert f"purged the quarantine {root / QUARANTINE_DIRECTORY}: 1 batch(es)" in out
     assert [p.name for p in root.iterdir()] == [".bas-lock"]
 
     with AnalysisStore.open(directory) as store:
@@ -233,7 +297,8 @@ def test_save_killed_at_each_step_is_found_and_repaired(point, killed_stores, ca
         capsys,
         "kill points",
         f"a save SIGKILLed {point.replace('_', ' ')}: no run looks complete, bas fsck lists "
-        "what is left and --repair removes it; a new save then works",
+        "what is left and --repair moves it into the quarantine (--purge empties it); a new "
+        "save then works",
         point=point,
         complete_looking=complete_looking,
         fsck_found=found,
@@ -275,12 +340,22 @@ def test_failures_missing_files_symlinks_and_grace(killed_stores, tmp_path, caps
         assert report.problems == 5
         assert f"recorded failure {failure}" in report.as_text()
 
+        # a quarantine that is a symlink (planted to send files elsewhere) is refused
+        (root / QUARANTINE_DIRECTORY).symlink_to(outside, target_is_directory=True)
+        with pytest.raises(AnalysisStoreError, match="symlink"):
+            repair(store, report)
+        assert sorted(check_store(store, grace=0).orphaned_files) == debris  # nothing moved
+        assert sorted(p.name for p in outside.iterdir()) == ["precious.h5"]
+        (root / QUARANTINE_DIRECTORY).unlink()
+
         done = repair(store, report)
         assert done.deleted_runs == ()
         assert sorted(done.removed_files) == debris
         assert done.removed_directories == (root / "empty" / "nested", root / "empty")
-        # symlinks were removed themselves: what they pointed to is intact
+        # symlinks were moved themselves: what they pointed to is intact
         assert (outside / "precious.h5").read_bytes() == b"keep me"
+        assert done.quarantine is not None
+        assert os.readlink(done.quarantine / "files" / "link.h5") == str(outside / "precious.h5")
         assert sorted(store) == sorted([kept, damaged, failure])
         assert (root / kept / "primary" / "image.h5").exists()
 
@@ -295,3 +370,308 @@ def test_failures_missing_files_symlinks_and_grace(killed_stores, tmp_path, caps
     assert f"missing file of run {damaged}: {lost}" in out
     assert out.splitlines()[-2].startswith("1 problem(s): 0 incomplete run(s), 0 orphaned")
     assert out.splitlines()[-1].startswith("nothing to repair: missing files cannot be")
+
+
+def _save_two(store: AnalysisStore, label: str) -> list[str]:
+    return [
+        store.save(
+            _data(),
+            {},
+            writers={"image": "BAS_HDF5", "curve": "BAS_NPY"},
+            provenance=make_provenance(parameters={"run": f"{label}-{i}"}),
+        )
+        for i in range(2)
+    ]
+
+
+def _images(store: AnalysisStore, uids: list[str]) -> list[Any]:
+    return [store[uid]["primary"]["image"].read() for uid in uids]
+
+
+def test_a_moved_store_keeps_every_file_and_reads_again_once_back(killed_stores, capsys):
+    """tiled records absolute paths: a moved (renamed) embedded store cannot read its runs.
+    fsck finds every file relative to the store, reports the move, and repair changes nothing;
+    moved back, every run reads again and repair removes only real debris."""
+    directory = killed_stores["moved"]
+    root = directory / "files"
+    with AnalysisStore.open(directory) as store:
+        uids = _save_two(store, "moved")
+        images = _images(store, uids)
+        (root / "stray.txt").write_text("debris")
+        assert check_store(store, grace=0).moved == ()
+    files = _files(root)
+    renamed = directory.with_name("moved-renamed")
+    directory.rename(renamed)
+    try:
+        before = _tree(renamed)
+        with AnalysisStore.open(renamed) as store:
+            report = check_store(store, grace=0)
+            assert sorted(report.complete) == sorted(uids)
+            assert report.missing_files == ()  # not "missing at the old path"
+            assert report.orphaned_files == (renamed / "files" / "stray.txt",)  # nor orphaned
+            (moved,) = report.moved
+            assert (moved.recorded_root, moved.files, moved.reachable) == (root, 4, 0)
+            assert sorted(moved.runs) == sorted(uids)
+            assert report.embedded
+            assert report.problems == 2  # the stray file and the move
+            assert report.repairable == 0
+            done = repair(store, report)
+            assert (done.repaired, done.quarantine) == (0, None)
+            assert [what for what, _ in done.skipped] == ["everything"]
+            with pytest.raises(Exception, match="outside"):  # tiled reads recorded paths only
+                store[uids[0]]["primary"]["image"].read()
+        assert main(["fsck", "--store", str(renamed), "--repair", "--grace", "0"]) == 1
+        out = capsys.readouterr().out
+        assert f"the store was moved: 4 file(s) of 2 run(s) are recorded under {root}" in out
+        assert "nothing repaired: the store was moved" in out
+        after = _tree(renamed)
+        assert after == before, sorted(
+            k for k in {*before, *after} if before.get(k) != after.get(k)
+        )
+    finally:
+        renamed.rename(directory)  # the safe way back
+    with AnalysisStore.open(directory) as store:
+        report = check_store(store, grace=0)
+        assert (report.moved, report.orphaned_files) == ((), (root / "stray.txt",))
+        done = repair(store, report)
+        assert done.removed_files == (root / "stray.txt",)
+        assert _files(root) == [p for p in files if p.name != "stray.txt"]
+        for read, saved in zip(_images(store, uids), images, strict=True):
+            np.testing.assert_array_equal(read, saved)
+    figure(
+        capsys,
+        "repair",
+        "an embedded store renamed after two saves: fsck finds each file under the new name "
+        "(none missing, none orphaned), reports the move, and --repair changes nothing; moved "
+        "back, both runs read again",
+        runs=len(uids),
+        files=moved.files,
+        reported_missing=len(report.missing_files),
+        store_files_reported_orphaned=0,
+        entries_changed_by_repair=0,
+        runs_read_after_move_back=len(uids),
+    )
+
+
+def _can_bind_mount(tmp_path: Path) -> str | None:
+    """None if ``unshare -m`` + ``mount --bind`` work here (root, Linux), else why not."""
+    if shutil.which("unshare") is None:
+        return "no unshare command"
+    a, b = tmp_path / "probe-a", tmp_path / "probe-b"
+    a.mkdir()
+    b.mkdir()
+    probe = subprocess.run(
+        ["unshare", "-m", "mount", "--bind", str(a), str(b)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return None if probe.returncode == 0 else f"no private bind mounts here: {probe.stderr}"
+
+
+def test_a_store_reached_through_another_mount_point_is_healthy(killed_stores, tmp_path, capsys):
+    """The same store through a bind mount (a private mount namespace: nothing leaks): its
+    files are the same files; only real debris is repaired."""
+    if (why := _can_bind_mount(tmp_path)) is not None:
+        pytest.skip(why)
+    directory = killed_stores["mounted"]
+    root = directory / "files"
+    with AnalysisStore.open(directory) as store:
+        uids = _save_two(store, "mounted")
+        (root / "stray.txt").write_text("debris")
+    files = _files(root)
+    mount_point = tmp_path / "other-mount"
+    mount_point.mkdir()
+    script = 'mount --bind "$1" "$2" && exec "$3" -m bluesky_analysis_store.cli "${@:4}"'
+    command = ["unshare", "-m", "bash", "-c", script, "bash", str(directory), str(mount_point)]
+    command += [sys.executable, "fsck", "--store", str(mount_point), "--repair", "--grace", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    seen = mount_point / "files"
+    assert (
+        f"files of 2 run(s) are recorded under {root} and reached here under {seen} (another "
+        "mount point or a symlinked path): the same files"
+    ) in result.stdout
+    assert "missing file of run" not in result.stdout
+    orphans = re.findall(r"^orphaned file: (.*)$", result.stdout, re.M)
+    assert orphans == [str(seen / "stray.txt")]
+    assert f"moved to the quarantine: {seen / 'stray.txt'}" in result.stdout
+    assert "after repair: clean" in result.stdout
+    assert _files(root) == [p for p in files if p.name != "stray.txt"]
+    with AnalysisStore.open(directory) as store:
+        assert len(_images(store, uids)) == 2
+    figure(
+        capsys,
+        "repair",
+        "an embedded store checked and repaired through a bind mount of its directory: every "
+        "file of its runs is found to be the same file, only the stray file is quarantined",
+        runs=len(uids),
+        files_of_runs=len(files) - 1,
+        reported_orphaned=len(orphans),
+        run_files_quarantined=len(files) - 1 - len(_files(root)),
+    )
+
+
+def test_a_check_and_the_read_commands_change_nothing(killed_stores, tmp_path, capsys):
+    """``bas fsck`` (no --repair), ``show``, ``search`` and ``lineage`` create nothing: no
+    container (not even ``raw``), no file, not the lock file; the directory tree and the
+    catalog are byte for byte the same."""
+    directory = killed_stores["readonly"]
+    root = directory / "files"
+    with AnalysisStore.open(directory) as store:
+        (uid,) = _save_two(store, "readonly")[:1]
+        (root / "stray.txt").write_text("debris")
+        assert store.raw is None
+    (root / ".bas-lock").unlink()
+    before = _tree(directory)
+    store_option = ["--store", str(directory)]
+    assert main(["fsck", *store_option, "--grace", "0"]) == 1  # the stray file
+    assert "orphaned file: " in capsys.readouterr().out
+    assert main(["fsck", *store_option]) == 0  # within the grace period
+    assert main(["show", uid[:8], *store_option]) == 0
+    assert f"uid:       {uid}" in capsys.readouterr().out
+    assert main(["search", "--analysis", "reduce_spectrum", *store_option]) == 0
+    assert uid in capsys.readouterr().out
+    assert main(["lineage", uid, *store_option]) == 0
+    assert main(["fsck", *store_option, "--purge"]) == 0  # nothing to purge: nothing made
+    assert "is empty: nothing to purge" in capsys.readouterr().out
+    assert _tree(directory) == before
+
+    with AnalysisStore.open(directory, raw="raw", read_only=True) as store:
+        assert store.raw is None  # a missing raw catalog is not created
+        with pytest.raises(AnalysisStoreError, match="read-only"):
+            store.save(_data(), {}, provenance=make_provenance())
+        with pytest.raises(AnalysisStoreError, match="read-only"):
+            repair(store, check_store(store, grace=0))
+    assert _tree(directory) == before
+    absent = tmp_path / "no-store"
+    with pytest.raises(AnalysisStoreError, match="no analysis store"):
+        AnalysisStore.open(absent, read_only=True)
+    assert not absent.exists()
+
+
+def test_a_recorded_spool_that_cannot_be_read_here_keeps_every_file(killed_stores, tmp_path):
+    """A store records each spool it is opened with; one that this machine cannot read (another
+    host's disk) may hold runs whose files look orphaned here: repair moves no file."""
+    directory = killed_stores["elsewhere"]
+    root = directory / "files"
+    spool = tmp_path / "spool"
+    with AnalysisStore.open(directory, spool=spool) as store:
+        (entry,) = registered_spools(root)
+        assert (entry.spool, entry.root) == (spool, root)
+        (root / "orphan.h5").write_bytes(b"maybe a spooled run's")
+        with (root / SPOOL_REGISTRY).open("a") as registry:
+            # the beamline machine's local disk, seen from nowhere else
+            line = {"spool": "/local/spool", "root": "/mnt/store/files", "host": "another-host"}
+            registry.write(json.dumps(line) + "\n")
+        report = check_store(store, grace=0)
+        assert report.unreadable_spools == (
+            (Path("/local/spool"), "recorded by host another-host, not found here"),
+        )
+        assert report.orphaned_files == (root / "orphan.h5",)
+        assert report.repairable == 0
+        done = repair(store, report)
+        assert done.removed_files == ()
+        assert (root / "orphan.h5").exists()
+    assert main(["fsck", "--store", str(directory), "--repair", "--grace", "0"]) == 1
+
+
+@pytest.fixture
+def fast_failing_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tiled's client retries a refused connection for up to 45 s by default."""
+    import tiled.client.utils
+
+    monkeypatch.setattr(tiled.client.utils, "TILED_RETRY_ATTEMPTS", 2)
+
+
+@pytest.mark.slow
+def test_repair_keeps_every_spooled_run_wherever_its_spool_lies(
+    tmp_path, monkeypatch, fast_failing_client, capsys
+):
+    """A real ``bas serve`` goes away while one client (spool outside the root) is half way
+    through a run and another (spool inside the root, under another name) saves a run.
+    ``bas fsck --repair`` without ``--spool`` keeps both runs' files and both spool files; with
+    the registry gone, the spool inside the root is still recognised by what it holds; then
+    ``bas replay`` inserts both runs, and they read back."""
+    monkeypatch.setenv("BAS_API_KEY", WRITE_KEY)
+    monkeypatch.delenv("BAS_SPOOL", raising=False)
+    directory, port = tmp_path / "served", free_port()
+    root = directory / "files"
+    outside, inside = tmp_path / "spool-outside", root / "my-spool"
+    with ExitStack() as stack:
+        servers = ExitStack()
+        stack.callback(servers.close)
+        server = servers.enter_context(running_server(directory, port, backend="sqlite"))
+        uri = server.uri
+        first = stack.enter_context(
+            AnalysisStore.open(uri, api_key=WRITE_KEY, root=root, spool=outside)
+        )
+        second = stack.enter_context(
+            AnalysisStore.open(uri, api_key=WRITE_KEY, root=root, spool=inside)
+        )
+        half = compose_analysis_run(
+            _data(), {}, root=root, provenance=make_provenance(parameters={"spool": "half"})
+        )
+        documents = list(half)
+        for name, doc in documents[:2]:  # start and descriptor go in
+            first.insert(name, doc)
+        servers.close()  # the server goes away
+        for name, doc in documents[2:]:
+            first.insert(name, doc)  # to the spool, nothing raised
+        whole = second.save(_data(), {}, provenance=make_provenance(parameters={"spool": "whole"}))
+        servers.enter_context(running_server(directory, port, backend="sqlite"))
+
+        run_files = sorted([*half.files, *(p for p in _files(root) if whole in p.parts)])
+        assert len(run_files) == 4
+        contents = {path: path.read_bytes() for path in run_files}
+        spooled = [*spool_files(outside), *spool_files(inside)]
+        assert len(spooled) == 2
+        (root / "stray.txt").write_text("debris")
+        store = ["--store", uri, "--root", str(root)]
+
+        assert main(["fsck", *store, "--grace", "0"]) == 1  # the stray file
+        out = capsys.readouterr().out
+        assert f"half-inserted run {half.uid} waits in the spool for `bas replay`" in out
+        for path in spooled:
+            assert f"spooled run, waiting for `bas replay`: {path}" in out
+        assert main(["fsck", *store, "--repair", "--grace", "0"]) == 0
+        out = capsys.readouterr().out
+        assert re.findall(r"^moved to the quarantine: (.*)$", out, re.M) == [
+            str(root / "stray.txt")
+        ]
+        assert all(path.read_bytes() == contents[path] for path in run_files)
+        spool_files_kept = sum(path.exists() for path in spooled)
+        assert spool_files_kept == 2
+
+        # an older store never recorded its spools: one inside the root is found by content
+        (root / SPOOL_REGISTRY).unlink()
+        with AnalysisStore.open(uri, api_key=WRITE_KEY, root=root, read_only=True) as reader:
+            report = check_store(reader, grace=0)
+        assert report.spooled == tuple(spool_files(inside))
+        whole_files = [p for p in run_files if whole in p.parts]
+        assert not set(whole_files) & set(report.orphaned_files)
+
+        replayed = 0
+        for spool in (outside, inside):
+            assert main(["replay", *store, "--spool", str(spool)]) == 0
+            replayed += capsys.readouterr().out.count("inserted run ")
+        assert replayed == 2
+        with AnalysisStore.open(uri, api_key=WRITE_KEY, root=root, read_only=True) as reader:
+            assert sorted(reader.derived_from(PARENT_UID)) == sorted([half.uid, whole])
+            read = _images(reader, [half.uid, whole])
+        for image in read:
+            np.testing.assert_array_equal(image, np.ones((1, 6, 4), "f4"))
+    figure(
+        capsys,
+        "repair",
+        "a real bas serve stopped while one client (spool outside the root) is mid-run and "
+        "another (spool inside the root, under another name) saves: fsck --repair without "
+        "--spool keeps both runs' files and spool files, the spool inside the root is found by "
+        "content without the registry, and bas replay inserts both runs, which read back",
+        spooled_runs=len(spooled),
+        run_files=len(run_files),
+        run_files_quarantined=sum(not p.exists() for p in run_files),
+        spool_files_kept=spool_files_kept,
+        replayed=replayed,
+        read_back=len(read),
+    )

@@ -789,8 +789,10 @@ def test_an_hdf5_asset_without_its_dataset_is_refused(
     asset = next(doc for name, doc in docs if name == form)
     asset[field] = given
     refused = _insert_all(store, docs)
-    assert refused[0][0] == form
-    assert f"an HDF5 file needs {field}['dataset'], the path of the data inside" in refused[0][1]
+    # a legacy resource's dataset may come with its datums (TiledWriter merges their kwargs)
+    assert refused[0][0] == ("datum" if form == "resource" else form)
+    assert "an HDF5 file needs its dataset, the path of the data inside" in refused[0][1]
+    assert f"{field}['dataset']" in refused[0][1]
     assert refused[-1][0] == "stop"  # the run never claims success
     assert not store[docs[0][1]["uid"]].metadata.get("stop")
 

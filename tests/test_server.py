@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
 import numpy as np
@@ -101,3 +102,166 @@ def test_weak_or_missing_keys_are_refused_at_start_up(tmp_path):
         process = _bas_serve(tmp_path / "s", "--port", str(free_port()), env=env, log=log)
         assert process.wait(timeout=120) == 1
         assert f"bas serve: error: $BAS_API_KEY {message}" in log.read_text()
+
+
+# --- run.documents() (the JSON-seq exporter) ------------------------------------------------------
+
+
+def _check_documents(run: Any, data: list[dict[str, Any]]) -> None:
+    """``run.documents()`` (bluesky-tiled-plugins' BlueskyRun, which databroker's client is)
+    gives back the run's start and stop, its descriptor, rows and external data.
+
+    (Not ``run.v2.documents()``: bluesky-tiled-plugins 2.0.12's ``run.v2`` changes the client
+    class of every run in the process, through a shallow copy of tiled's structure clients.)
+    """
+    import bluesky_tiled_plugins
+    import databroker.client
+
+    assert databroker.client.BlueskyRun is bluesky_tiled_plugins.BlueskyRun
+    documents = list(run.documents())
+    names, docs = zip(*documents, strict=True)
+    assert names[0] == "start"
+    assert names[-1] == "stop"
+    assert docs[0] == run.metadata["start"]
+    assert docs[-1] == run.metadata["stop"]
+    assert {"descriptor", "event", "stream_resource", "stream_datum"} <= set(names)
+    events = [doc for name, doc in documents if name == "event"]
+    assert [e["data"]["x"] for e in events] == [row["p"]["x"] for row in data]
+    (resource,) = [doc for name, doc in documents if name == "stream_resource"]
+    assert resource["data_key"] == "image"
+
+
+DOCUMENT_DATA = [{"p": {"image": np.full((2, 3), float(n)), "x": float(n)}} for n in range(3)]
+
+
+def test_documents_of_a_saved_run_on_the_server(server):
+    with server.store(WRITE_KEY) as writer:
+        provenance = make_provenance(parameters={"documents": server.backend})
+        uid = writer.save(DOCUMENT_DATA, {}, provenance=provenance, writers={"image": "BAS_HDF5"})
+    with server.store(READ_KEY) as reader:
+        _check_documents(reader[uid], DOCUMENT_DATA)
+
+
+def test_documents_of_a_saved_run_in_the_embedded_store(tiled_catalog):
+    from bluesky_analysis_store import AnalysisStore
+
+    store = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())
+    uid = store.save(DOCUMENT_DATA, {}, provenance=make_provenance(), writers={"image": "BAS_HDF5"})
+    _check_documents(store[uid], DOCUMENT_DATA)
+
+
+# --- a stalled client ----------------------------------------------------------------------------
+
+
+def _timed_get(url: str, key: str, timeout: float) -> tuple[float, httpx.Response]:
+    import time
+
+    began = time.monotonic()
+    response = httpx.get(url, headers={"Authorization": f"Apikey {key}"}, timeout=timeout)
+    return time.monotonic() - began, response
+
+
+def test_a_stalled_client_does_not_block_others(server):
+    """A read-only client asks for a large array and stops reading: the others are answered
+    (the one-request-at-a-time lock is not held while a response waits for its client)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    image = np.zeros((64, 1024, 128))  # 64 MiB: far more than the socket buffers hold
+    with server.store(WRITE_KEY) as writer:
+        provenance = make_provenance(parameters={"stall": server.backend})
+        uid = writer.save([{"p": {"image": image}}], {}, provenance=provenance)
+    path = f"/api/v1/array/full/analysis/{uid}/p/image"
+    small = f"{server.uri}/api/v1/metadata/analysis/{uid}"
+    # baselines: the large array read whole, a small request
+    big_time, response = _timed_get(server.uri + path, READ_KEY, timeout=120)
+    assert response.status_code == 200
+    assert len(response.content) == image.nbytes
+    small_time, _ = _timed_get(small, READ_KEY, timeout=120)
+    bound = 10 * (big_time + small_time)  # generous, and relative to this machine's pace
+    address = urlsplit(server.uri)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        stalled.settimeout(bound)
+        stalled.connect((address.hostname, address.port))
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: {address.netloc}\r\n"
+            f"Authorization: Apikey {READ_KEY}\r\nAccept: application/octet-stream\r\n\r\n"
+        )
+        stalled.sendall(request.encode())
+        # the server has begun to answer it (and cannot finish): then ask for other things
+        assert stalled.recv(12, socket.MSG_PEEK).startswith(b"HTTP/1.1 200")
+        elapsed, response = _timed_get(small, READ_KEY, timeout=bound)
+        assert response.status_code == 200
+        assert elapsed < bound
+        elapsed, response = _timed_get(server.uri + path, WRITE_KEY, timeout=bound)
+        assert response.status_code == 200
+        assert len(response.content) == image.nbytes
+    finally:
+        stalled.close()
+
+
+def test_a_client_that_stalls_is_given_up():
+    """``OneRequestAtATime`` under a real uvicorn: a client that stops sending its body gets
+    408, one that stops reading is cut off, and neither holds up another request meanwhile."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from bluesky_analysis_store._asgi import OneRequestAtATime
+
+    big = b"x" * (16 << 20)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while (message := await receive())["type"] == "http.request":
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        answer = big if scope["path"] == "/big" else b"ok %d" % len(body)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": answer})
+
+    stall = 0.5
+    port = free_port()
+    config = uvicorn.Config(OneRequestAtATime(app, stall_timeout=stall), port=port)
+    config.log_level = "critical"
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):  # bounded: the server starts in well under a second
+            if server.started:
+                break
+            time.sleep(0.05)
+        assert server.started
+        uploading, reading = socket.socket(), socket.socket()
+        reading.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        for client in (uploading, reading):
+            client.settimeout(60)
+            client.connect(("127.0.0.1", port))
+        uploading.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhalf")
+        reading.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert reading.recv(12, socket.MSG_PEEK).startswith(b"HTTP/1.1 200")
+        # meanwhile another request is answered at once
+        response = httpx.post(f"http://127.0.0.1:{port}/x", content=b"abc", timeout=60)
+        assert response.text == "ok 3"
+        assert uploading.recv(1024).startswith(b"HTTP/1.1 408")
+        time.sleep(4 * stall)  # the reader keeps stalling: the server gives it up
+        received = 0
+        while chunk := reading.recv(1 << 20):  # ends when the server closes the connection
+            received += len(chunk)
+        assert 0 < received < len(big)
+        uploading.close()
+        reading.close()
+    finally:
+        server.should_exit = True
+        thread.join(30)

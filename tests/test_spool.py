@@ -256,7 +256,7 @@ def test_store_stopped_mid_run_spools_and_replay_inserts_every_document(
 
 def comparable(documents: list[tuple[str, dict[str, Any]]]) -> Any:
     """Documents as JSON sees them (numpy values become numbers and lists)."""
-    from bluesky_analysis_store._idempotent import comparable as as_json
+    from bluesky_analysis_store._insert import comparable as as_json
 
     return [(name, as_json(doc)) for name, doc in documents]
 
