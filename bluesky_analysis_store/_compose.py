@@ -29,10 +29,25 @@ from ._writer_choice import KeyWriter, normalize_writers
 
 AssetForm = Literal["stream_resource", "resource"]
 
-#: Keys TiledWriter reserves for its own table columns.
-RESERVED_KEYS = frozenset({"time", "seq_num"})
-#: Arrays larger than this many elements go to a file by default (TiledWriter's own cut-off).
-INLINE_ARRAY_LIMIT = 16
+
+@functools.cache
+def tiled_writer_limits() -> tuple[frozenset[str], int]:
+    """``(reserved data keys, inline array limit)``: TiledWriter's ``RESERVED_DATA_KEYS`` (its
+    own table columns) and ``MAX_ARRAY_SIZE`` (arrays larger than this go to a file by
+    default). Imported on first use: bluesky-tiled-plugins takes seconds to import."""
+    from bluesky_tiled_plugins.writing.tiled_writer import MAX_ARRAY_SIZE, RESERVED_DATA_KEYS
+
+    return frozenset(RESERVED_DATA_KEYS), int(MAX_ARRAY_SIZE)
+
+
+def check_not_reserved(key: str, where: str) -> None:
+    """Refuse a data key TiledWriter reserves for its event table."""
+    reserved = tiled_writer_limits()[0]
+    if key in reserved:
+        raise AnalysisInputError(
+            f"{where}: data key {key!r} is reserved for the event table; rename it "
+            f"(reserved: {sorted(reserved)})"
+        )
 
 
 @dataclass(frozen=True)
@@ -124,7 +139,7 @@ def _default_writer(value: Any, registry: PairRegistry) -> KeyWriter | None:
         value, complex
     )
     # An empty array goes to a file too: tiled keeps it in the event table, read back as text.
-    big_or_empty = size > INLINE_ARRAY_LIMIT or size == 0
+    big_or_empty = size > tiled_writer_limits()[1] or size == 0
     if (getattr(value, "ndim", 0) and big_or_empty) or is_complex:
         return KeyWriter(pair=registry["BAS_HDF5"])
     return None
@@ -149,11 +164,7 @@ def _plan_stream(
     plans = []
     for key in keys:
         check_name(key, f"{_where(first_n, stream)}: data key")
-        if key in RESERVED_KEYS:
-            raise AnalysisInputError(
-                f"{_where(first_n, stream)}: data key {key!r} is reserved for the event table; "
-                f"rename it (reserved: {sorted(RESERVED_KEYS)})"
-            )
+        check_not_reserved(key, _where(first_n, stream))
         writer = writers.get(key) or _default_writer(first[key], registry)
         describe = writer.describe if writer else describe_inline
         description = None

@@ -22,11 +22,11 @@ from ophyd import Device
 from ophyd.status import Status
 
 from ._compose import (
-    RESERVED_KEYS,
     AssetForm,
     _data_key,
     _default_writer,
     _KeyPlan,
+    check_not_reserved,
     default_registry,
 )
 from ._errors import AnalysisInputError, AnalysisStoreError, StorageFullError
@@ -180,11 +180,7 @@ class AnalysisDevice(Device):
         plans = {}
         for key, value in values.items():
             check_name(key, f"{self._where()}: data key")
-            if key in RESERVED_KEYS:
-                raise AnalysisInputError(
-                    f"{self._where()}: data key {key!r} is reserved for the event table; rename "
-                    f"it (reserved: {sorted(RESERVED_KEYS)})"
-                )
+            check_not_reserved(key, self._where())
             writer = self.writers.get(key) or _default_writer(value, self.registry)
             description = self._describe_value(key, writer, value)
             plans[key] = _KeyPlan(self.name, key, description, writer)
