@@ -187,12 +187,16 @@ def is_streamed(spec: Any) -> bool:
 
 
 def _hdf5_dataset(parameters: Mapping[str, Any]) -> Any:
+    """The dataset parameter, as TiledWriter reads it (``path`` before ``dataset``)."""
     return parameters.get("path", parameters.get("dataset"))
 
 
+def _is_dataset(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip("/"))
+
+
 def _has_dataset(parameters: Mapping[str, Any]) -> bool:
-    dataset = _hdf5_dataset(parameters)
-    return isinstance(dataset, str) and bool(dataset.strip("/"))
+    return _is_dataset(_hdf5_dataset(parameters))
 
 
 class RunGate:
@@ -360,12 +364,12 @@ class RunGate:
             )
         if self._dataset_pending(resource):
             kwargs = doc["datum_kwargs"]
-            datasets = kwargs.get("dataset", kwargs.get("path"))
+            datasets = _hdf5_dataset(kwargs)
             rows = len(doc["datum_id"])
             if (
                 not isinstance(datasets, list)
                 or len(datasets) != rows
-                or not all(isinstance(d, str) and d.strip("/") for d in datasets)
+                or not all(map(_is_dataset, datasets))
             ):
                 raise self._no_dataset(
                     what,

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import AnalysisStoreError, ProvenanceError, RunConflictError
 from ._gate import (
@@ -31,6 +31,9 @@ from ._gate import (
     check_document,
     document_id,
 )
+
+if TYPE_CHECKING:
+    from ._tiled_writer import WriterFactory
 
 logger = logging.getLogger("bluesky_analysis_store.insert")
 
@@ -270,10 +273,9 @@ class StorePipeline(RunRoutedPipeline):
     ----------
     runs : CatalogOfBlueskyRuns client
         Where the runs go.
-    make_writer : callable
-        Returns a new TiledWriter on ``runs`` (one per run).
-    spec_to_mimetype : mapping
-        For the gate (legacy resources).
+    make_writer : WriterFactory
+        Returns a new TiledWriter on ``runs`` (one per run); its ``spec_to_mimetype`` is the
+        gate's too (legacy resources).
     spool : Path, optional
         The durable local spool's directory.
     retry_after : float
@@ -284,8 +286,7 @@ class StorePipeline(RunRoutedPipeline):
     def __init__(
         self,
         runs: Any,
-        make_writer: Callable[[], Any],
-        spec_to_mimetype: Mapping[str, str],
+        make_writer: WriterFactory,
         *,
         spool: Path | None = None,
         retry_after: float = DEFAULT_RETRY_AFTER,
@@ -293,7 +294,6 @@ class StorePipeline(RunRoutedPipeline):
         super().__init__(self._insertion)
         self.runs = runs
         self.make_writer = make_writer
-        self.spec_to_mimetype = spec_to_mimetype
         self.spool = spool
         self.retry_after = retry_after
         self._offline_until = 0.0
@@ -361,7 +361,7 @@ class RunInsertion:
         require_provenance(start)
         self.pipeline = pipeline
         self.uid = str(start["uid"])
-        self.gate = RunGate(self.uid, pipeline.spec_to_mimetype)
+        self.gate = RunGate(self.uid, pipeline.make_writer.spec_to_mimetype)
         self.new = False
         self.online = True
         self._run: GatedRun | None = None

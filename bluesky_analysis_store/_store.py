@@ -223,7 +223,7 @@ class AnalysisStore(ClosingContext):
         from ._tiled_writer import WriterFactory
 
         make_writer = WriterFactory(self.runs, self.registry)
-        return StorePipeline(self.runs, make_writer, make_writer.spec_to_mimetype, spool=spool)
+        return StorePipeline(self.runs, make_writer, spool=spool)
 
     @classmethod
     def open(

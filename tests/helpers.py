@@ -56,3 +56,16 @@ def figure(capsys: Any, area: str, claim: str, **values: Any) -> None:
     FIGURES.append((test, area, claim, dict(values)))
     with capsys.disabled():
         print(f"\nRELIABILITY {area}: " + " ".join(f"{k}={v}" for k, v in values.items()))
+
+
+def insert_all(store: Any, docs: list[tuple[str, Any]]) -> list[tuple[str, str]]:
+    """Insert every document in turn; the (name, message) of each refused one."""
+    from bluesky_analysis_store import InvalidDocumentError
+
+    refused = []
+    for name, doc in docs:
+        try:
+            store.insert(name, doc)
+        except InvalidDocumentError as error:
+            refused.append((name, str(error)))
+    return refused

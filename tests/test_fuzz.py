@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import PARENT_UID, figure, make_provenance
+from helpers import PARENT_UID, figure, insert_all, make_provenance
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -735,19 +735,6 @@ def test_a_descriptor_that_flips_a_key_kind_poisons_its_run(tiled_catalog: Any) 
     assert store[uid].metadata["stop"]["exit_status"] == "fail"  # closed honestly
 
 
-def _insert_all(store: AnalysisStore, docs: list[tuple[str, Any]]) -> list[tuple[str, str]]:
-    """Insert every document in turn; the (name, message) of each refused one."""
-    from bluesky_analysis_store import InvalidDocumentError
-
-    refused = []
-    for name, doc in docs:
-        try:
-            store.insert(name, doc)
-        except InvalidDocumentError as error:
-            refused.append((name, str(error)))
-    return refused
-
-
 @pytest.mark.parametrize(
     ("form", "moved"),  # the documents sent after the stop
     [
@@ -766,7 +753,7 @@ def test_a_success_stop_before_part_of_its_rows_is_refused(
     docs = _valid_stream(form, store.root)
     held_back = [(name, doc) for name, doc in docs if name == moved]
     docs = [(name, doc) for name, doc in docs if name != moved] + held_back
-    refused = _insert_all(store, docs)
+    refused = insert_all(store, docs)
     assert refused[0][0] == "stop"
     assert "claims success with num_events {'primary': 3}, but this run received" in refused[0][1]
     uid = docs[0][1]["uid"]
@@ -788,7 +775,7 @@ def test_an_hdf5_asset_without_its_dataset_is_refused(
     docs = _valid_stream(form, store.root)
     asset = next(doc for name, doc in docs if name == form)
     asset[field] = given
-    refused = _insert_all(store, docs)
+    refused = insert_all(store, docs)
     # a legacy resource's dataset may come with its datums (TiledWriter merges their kwargs)
     assert refused[0][0] == ("datum" if form == "resource" else form)
     assert "an HDF5 file needs its dataset, the path of the data inside" in refused[0][1]
@@ -805,7 +792,7 @@ def test_an_event_integer_beyond_64_bits_is_refused(tiled_catalog: Any) -> None:
     names = [name for name, _ in docs]
     event = docs[names.index("event")][1]
     event["data"] = {**event["data"], "n": 2**63}
-    refused = _insert_all(store, docs)
+    refused = insert_all(store, docs)
     assert refused[0][0] == "event"
     assert "data['n'] (row 0) does not fit a 64-bit signed integer" in refused[0][1]
     assert refused[-1][0] == "stop"
@@ -826,7 +813,7 @@ def test_every_field_dropped_in_turn_is_refused_or_harmless(tiled_catalog: Any, 
         store = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())
         docs = _valid_stream(form, store.root)
         docs[i][1].pop(field)
-        _insert_all(store, docs)
+        insert_all(store, docs)
         uid = docs[0][1].get("uid", str(uuid.uuid4()))
         if uid in store and (store[uid].metadata.get("stop") or {}).get("exit_status") == "success":
             complete += 1

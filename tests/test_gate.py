@@ -13,11 +13,10 @@ import event_model
 import h5py
 import numpy as np
 import pytest
-from helpers import make_provenance
+from helpers import insert_all, make_provenance
 
 from bluesky_analysis_store import (
     AnalysisStore,
-    InvalidDocumentError,
     ProvenanceError,
     analysis_tiled_writer,
 )
@@ -220,12 +219,7 @@ def test_event_arrays_that_would_be_stored_changed_are_refused(
     store: AnalysisStore, values: list[Any], spec: dict[str, Any], message: str
 ) -> None:
     docs = _array_run(values, **spec)
-    refused = []
-    for name, doc in docs:
-        try:
-            store.insert(name, doc)
-        except InvalidDocumentError as error:
-            refused.append((name, str(error)))
+    refused = insert_all(store, docs)
     assert refused[0][0] == "event"
     assert message in refused[0][1]
     assert "data['a']" in refused[0][1]
