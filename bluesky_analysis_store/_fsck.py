@@ -12,7 +12,8 @@ What it never touches:
 - files a complete run (or a recorded failure, or a node it does not recognise) refers to,
   identified relative to the store (:mod:`._locations`): a store that was moved, renamed or is
   reached through another mount point keeps its files; a store whose recorded paths no longer
-  lead to its files (it was moved) is reported and not repaired at all;
+  lead to its files (it was moved) is reported and not repaired at all, until it is opened
+  for writing, which points its recorded paths to where it is (:mod:`._relocation`);
 - files a spool holds or refers to, wherever the spool lies: the default ``ROOT/.bas-spool``,
   the spool the store was opened with, every spool recorded in ``ROOT/.bas-spools.jsonl``
   (:func:`register_spool`), and any spool file found under the root (recognised by what it
@@ -171,8 +172,10 @@ class FsckReport:
         fix (the data is gone): restore them from a backup.
     moved : tuple of MovedFiles
         Files recorded under another root than the current one, found under the current one.
-        A moved embedded store is a problem (its tiled cannot read them) that repair cannot
-        fix: move the store back. Repair changes nothing while a store looks moved.
+        A moved embedded store opened read-only is a problem (its tiled cannot read them);
+        opened for writing, its recorded paths are pointed to where it is now (see
+        :mod:`._relocation`), so repair never sees one. Repair changes nothing while a store
+        looks moved.
     spooled : tuple of Path
         Spool files of runs waiting for ``bas replay``; the files they refer to are kept.
     unreadable_spools : tuple of (Path, str)
@@ -249,14 +252,15 @@ class FsckReport:
             if self.embedded:
                 lines.append(
                     "  tiled reads each file at its recorded path: these runs cannot be read "
-                    f"until the store is back where it was (its files under "
-                    f"{moved.recorded_root}); --repair changes nothing meanwhile"
+                    "until the store is opened for writing once; --repair points the recorded "
+                    "paths here (no file is changed)"
                 )
             else:
                 lines.append(
                     f"  if the server sees the files under {moved.recorded_root}, nothing is "
                     "wrong there; --repair changes nothing here: run `bas fsck` where the "
-                    "recorded paths are valid"
+                    "recorded paths are valid (`bas serve` points them into its directory "
+                    "when it starts)"
                 )
         return lines
 

@@ -45,9 +45,18 @@ CATALOG_SPEC = ("CatalogOfBlueskyRuns", "3.0")
 
 
 def catalog_tree(
-    catalog_uri: str, directory: Path, *, tables_uri: str | None = None, initialize: bool = True
+    catalog_uri: str,
+    directory: Path,
+    *,
+    tables_uri: str | None = None,
+    initialize: bool = True,
+    read_only: bool = False,
 ) -> Any:
     """A tiled catalog adapter for an analysis store whose files live under ``directory``.
+
+    A store that was moved or copied has its catalog's recorded paths pointed into
+    ``directory``; one reached through another mount point reads its files there (see
+    :mod:`._relocation`).
 
     Parameters
     ----------
@@ -55,30 +64,50 @@ def catalog_tree(
         ``sqlite+aiosqlite:///PATH`` or ``postgresql+asyncpg://USER@HOST:PORT/DB``.
     directory : Path
         Holds ``data/`` (tiled's own array storage) and ``files/`` (derived files, readable by
-        tiled); created if missing.
+        tiled); created if missing (resolved).
     tables_uri : str, optional
         tiled's table storage: ``duckdb:////ABS/PATH`` (default: ``DIRECTORY/tables.duckdb``)
         or ``postgresql://USER@HOST:PORT/DB``.
     initialize : bool
         Create the catalog's tables if missing (tiled does it in a subprocess: seconds).
+    read_only : bool
+        Change nothing: a moved store's recorded paths are left (and its files unreadable).
     """
     from tiled.catalog import from_uri
 
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "data").mkdir(exist_ok=True)
-    (directory / "files").mkdir(exist_ok=True)
+    from ._relocation import locate_store, relocate
+
+    if not read_only:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "data").mkdir(exist_ok=True)
+        (directory / "files").mkdir(exist_ok=True)
+    location = locate_store(directory, catalog_uri)
+    if location.moved and read_only:
+        logger.warning(
+            "the analysis store in %s records its files under %s, where they are no longer: "
+            "they cannot be read until the store is opened for writing once (`bas fsck "
+            "--repair` does), which points the recorded paths here",
+            directory,
+            location.recorded,
+        )
+    elif (location.moved or location.unrecorded) and not read_only:
+        relocate(catalog_uri, location)
     return from_uri(
         catalog_uri,
         writable_storage=[
             str(directory / "data"),
             tables_uri or f"duckdb:///{directory / 'tables.duckdb'}",
         ],
-        readable_storage=[str(directory / "files")],
+        # the same directory reached by the paths the catalog records (another mount point)
+        readable_storage=[
+            str(directory / "files"),
+            *(str(alias / name) for alias in location.aliases for name in ("files", "data")),
+        ],
         init_if_not_exists=initialize,
     )
 
 
-def embedded_tree(directory: Path) -> Any:
+def embedded_tree(directory: Path, *, read_only: bool = False) -> Any:
     """The tiled catalog adapter of an embedded store in ``directory`` (created on first use).
 
     Layout: ``catalog.db`` (SQLite), ``data/`` and ``tables.duckdb`` (tiled's own writable
@@ -91,6 +120,7 @@ def embedded_tree(directory: Path) -> Any:
         directory,
         # tiled initializes in a subprocess that re-imports all of tiled: only when needed
         initialize=not catalog.exists(),
+        read_only=read_only,
     )
 
 
@@ -277,7 +307,7 @@ class AnalysisStore(ClosingContext):
             directory.mkdir(parents=True, exist_ok=True)
             hold_embedded_store(directory)
             try:
-                context, client = in_process_client(embedded_tree(directory))
+                context, client = in_process_client(embedded_tree(directory, read_only=read_only))
             except BaseException:
                 release_embedded_store(directory)
                 raise

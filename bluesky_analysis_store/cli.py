@@ -168,8 +168,9 @@ def _fsck(args: argparse.Namespace) -> int:
 def _why_nothing_was_repaired(report: Any) -> str:
     if report.moved_away:
         return (
-            "nothing repaired: the store was moved (see above); move it back, or run `bas fsck` "
-            "where its recorded paths are valid"
+            "nothing repaired: the files are recorded under another root (see above); run "
+            "`bas fsck --repair` where the recorded paths are valid, or restart `bas serve` "
+            "on the store where it is now"
         )
     if report.unreadable_spools and report.orphaned_files:
         return (

@@ -22,6 +22,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pytest
 from helpers import PARENT_UID, figure, free_port, make_provenance
@@ -32,13 +33,14 @@ from bluesky_analysis_store._errors import AnalysisStoreError
 from bluesky_analysis_store._fsck import check_store, repair
 from bluesky_analysis_store._locks import OPEN_LOCK_FILE
 from bluesky_analysis_store._quarantine import QUARANTINE_DIRECTORY
+from bluesky_analysis_store._relocation import LOCATION_FILE, moved_uri
 from bluesky_analysis_store._spool import SPOOL_REGISTRY, registered_spools, spool_files
 from bluesky_analysis_store.cli import main
 
 TESTS = Path(__file__).resolve().parent
 
 #: Spare embedded stores (copies of one initialized catalog) for the tests after the kill points.
-SPARE = ("spare", "moved", "mounted", "readonly", "elsewhere")
+SPARE = ("spare", "moved", "mounted", "readonly", "elsewhere", "unrecorded", "copied")
 
 #: One subprocess imports tiled once, waits for "go" on stdin, then forks one saving process per
 #: kill point (argv: tests directory, then NAME=STORE_DIRECTORY=RUN_UID ...). Each child
@@ -388,10 +390,12 @@ def _images(store: AnalysisStore, uids: list[str]) -> list[Any]:
     return [store[uid]["primary"]["image"].read() for uid in uids]
 
 
-def test_a_moved_store_keeps_every_file_and_reads_again_once_back(killed_stores, capsys):
-    """tiled records absolute paths: a moved (renamed) embedded store cannot read its runs.
-    fsck finds every file relative to the store, reports the move, and repair changes nothing;
-    moved back, every run reads again and repair removes only real debris."""
+def test_a_moved_store_keeps_every_file_and_reads_again_where_it_is(killed_stores, capsys):
+    """tiled records absolute paths. A moved (renamed) embedded store, opened read-only, is
+    left as it is: fsck finds every file relative to the store, reports the move and changes
+    nothing. Opened for writing (``bas fsck --repair``), the catalog's recorded paths are
+    pointed to where the store is now: every run reads again, no file was touched, and repair
+    quarantines only real debris."""
     directory = killed_stores["moved"]
     root = directory / "files"
     with AnalysisStore.open(directory) as store:
@@ -401,56 +405,81 @@ def test_a_moved_store_keeps_every_file_and_reads_again_once_back(killed_stores,
         assert check_store(store, grace=0).moved == ()
     files = _files(root)
     renamed = directory.with_name("moved-renamed")
+    new_root = renamed / "files"
     directory.rename(renamed)
-    try:
-        before = _tree(renamed)
-        with AnalysisStore.open(renamed) as store:
-            report = check_store(store, grace=0)
-            assert sorted(report.complete) == sorted(uids)
-            assert report.missing_files == ()  # not "missing at the old path"
-            assert report.orphaned_files == (renamed / "files" / "stray.txt",)  # nor orphaned
-            (moved,) = report.moved
-            assert (moved.recorded_root, moved.files, moved.reachable) == (root, 4, 0)
-            assert sorted(moved.runs) == sorted(uids)
-            assert report.embedded
-            assert report.problems == 2  # the stray file and the move
-            assert report.repairable == 0
-            done = repair(store, report)
-            assert (done.repaired, done.quarantine) == (0, None)
-            assert [what for what, _ in done.skipped] == ["everything"]
-            with pytest.raises(Exception, match="outside"):  # tiled reads recorded paths only
-                store[uids[0]]["primary"]["image"].read()
-        assert main(["fsck", "--store", str(renamed), "--repair", "--grace", "0"]) == 1
-        out = capsys.readouterr().out
-        assert f"the store was moved: 4 file(s) of 2 run(s) are recorded under {root}" in out
-        assert "nothing repaired: the store was moved" in out
-        after = _tree(renamed)
-        assert after == before, sorted(
-            k for k in {*before, *after} if before.get(k) != after.get(k)
-        )
-    finally:
-        renamed.rename(directory)  # the safe way back
-    with AnalysisStore.open(directory) as store:
+    before = _tree(renamed)
+    with AnalysisStore.open(renamed, read_only=True) as store:
         report = check_store(store, grace=0)
-        assert (report.moved, report.orphaned_files) == ((), (root / "stray.txt",))
-        done = repair(store, report)
-        assert done.removed_files == (root / "stray.txt",)
-        assert _files(root) == [p for p in files if p.name != "stray.txt"]
+        assert sorted(report.complete) == sorted(uids)
+        assert report.missing_files == ()  # not "missing at the old path"
+        assert report.orphaned_files == (new_root / "stray.txt",)  # nor orphaned
+        (moved,) = report.moved
+        assert (moved.recorded_root, moved.files, moved.reachable) == (root, 4, 0)
+        assert sorted(moved.runs) == sorted(uids)
+        assert (report.embedded, report.problems, report.repairable) == (True, 2, 0)
+        with pytest.raises(Exception, match="outside"):  # read-only: recorded paths only
+            store[uids[0]]["primary"]["image"].read()
+    assert main(["fsck", "--store", str(renamed), "--grace", "0"]) == 1
+    out = capsys.readouterr().out
+    assert f"the store was moved: 4 file(s) of 2 run(s) are recorded under {root}" in out
+    assert "--repair points the recorded paths here" in out
+    after = _tree(renamed)
+    assert after == before, sorted(k for k in {*before, *after} if before.get(k) != after.get(k))
+
+    assert main(["fsck", "--store", str(renamed), "--repair", "--grace", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "the store was moved" not in out
+    assert re.findall(r"^moved to the quarantine: (.*)$", out, re.M) == [
+        str(new_root / "stray.txt")
+    ]
+    assert _files(new_root) == [
+        new_root / p.relative_to(root) for p in files if p.name != "stray.txt"
+    ]
+    with AnalysisStore.open(renamed) as store:
+        report = check_store(store, grace=0)
+        assert (report.moved, report.clean) == ((), True)
         for read, saved in zip(_images(store, uids), images, strict=True):
             np.testing.assert_array_equal(read, saved)
+        assert store[uids[0]]["fit"]["curve"].read().shape == (1, 30)  # NPY
+        assert list(store[uids[0]]["primary"]["x"].read()) == [1.0]  # DuckDB tables
+    assert not directory.exists()  # nothing made at the old place
     figure(
         capsys,
         "repair",
-        "an embedded store renamed after two saves: fsck finds each file under the new name "
-        "(none missing, none orphaned), reports the move, and --repair changes nothing; moved "
-        "back, both runs read again",
+        "an embedded store renamed after two saves: read-only, fsck finds each file under the "
+        "new name (none missing, none orphaned), reports the move and changes nothing; opened "
+        "for writing (fsck --repair), its recorded paths point to the new place and both runs "
+        "read again",
         runs=len(uids),
         files=moved.files,
         reported_missing=len(report.missing_files),
         store_files_reported_orphaned=0,
-        entries_changed_by_repair=0,
-        runs_read_after_move_back=len(uids),
+        store_files_changed=0,
+        runs_read_after_the_move=len(uids),
     )
+
+
+def _fill(item: Any, value: float) -> None:
+    if isinstance(item, h5py.Dataset):
+        item[...] = value
+
+
+def test_a_copied_store_reads_its_own_files(killed_stores, tmp_path):
+    """A copy of an embedded store, opened beside the original, reads the copy's files (not
+    the original's: its catalog's paths point into the copy), and the original still reads."""
+    directory = killed_stores["copied"]
+    with AnalysisStore.open(directory) as store:
+        uid = _save_two(store, "copy")[0]
+    copy = tmp_path / "copied-store"
+    shutil.copytree(directory, copy, symlinks=True)
+    image = next((copy / "files" / uid).rglob("*.h5"))
+    image.chmod(0o600)
+    with h5py.File(image, "r+") as h5:  # only the copy's file is changed
+        h5.visititems(lambda _, item: _fill(item, 7))
+    with AnalysisStore.open(copy) as store:
+        assert (store[uid]["primary"]["image"].read() == 7).all()
+    with AnalysisStore.open(directory) as store:
+        assert not (store[uid]["primary"]["image"].read() == 7).all()
 
 
 def _can_bind_mount(tmp_path: Path) -> str | None:
@@ -471,7 +500,8 @@ def _can_bind_mount(tmp_path: Path) -> str | None:
 
 def test_a_store_reached_through_another_mount_point_is_healthy(killed_stores, tmp_path, capsys):
     """The same store through a bind mount (a private mount namespace: nothing leaks): its
-    files are the same files; only real debris is repaired."""
+    runs read there, its files are the same files (the catalog is not changed), and only real
+    debris is repaired."""
     if (why := _can_bind_mount(tmp_path)) is not None:
         pytest.skip(why)
     directory = killed_stores["mounted"]
@@ -482,11 +512,23 @@ def test_a_store_reached_through_another_mount_point_is_healthy(killed_stores, t
     files = _files(root)
     mount_point = tmp_path / "other-mount"
     mount_point.mkdir()
-    script = 'mount --bind "$1" "$2" && exec "$3" -m bluesky_analysis_store.cli "${@:4}"'
+    # through the mount: every run reads (tiled reads the recorded paths, which lead to the
+    # same files), then fsck --repair
+    read = (
+        "import sys; from bluesky_analysis_store import AnalysisStore\n"
+        "with AnalysisStore.open(sys.argv[1]) as store:\n"
+        "    print('read', [store[u]['primary']['image'].read().shape for u in sys.argv[2:]])"
+    )
+    script = (
+        'mount --bind "$1" "$2" && "$3" -c "$4" "$2" "$5" "$6" && '
+        'exec "$3" -m bluesky_analysis_store.cli "${@:7}"'
+    )
     command = ["unshare", "-m", "bash", "-c", script, "bash", str(directory), str(mount_point)]
-    command += [sys.executable, "fsck", "--store", str(mount_point), "--repair", "--grace", "0"]
+    command += [sys.executable, read, *uids]
+    command += ["fsck", "--store", str(mount_point), "--repair", "--grace", "0"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "read [(1, 6, 4), (1, 6, 4)]" in result.stdout
     seen = mount_point / "files"
     assert (
         f"files of 2 run(s) are recorded under {root} and reached here under {seen} (another "
@@ -675,3 +717,65 @@ def test_repair_keeps_every_spooled_run_wherever_its_spool_lies(
         replayed=replayed,
         read_back=len(read),
     )
+
+
+def test_a_served_store_moved_between_two_starts_reads_where_it_is(tmp_path, monkeypatch):
+    """``bas serve`` on a store directory that was renamed since its last start points the
+    catalog's recorded paths into the directory it serves now: every run reads there, and
+    fsck through the server finds the store healthy."""
+    monkeypatch.setenv("BAS_API_KEY", WRITE_KEY)
+    directory, port = tmp_path / "served-before", free_port()
+    with (
+        running_server(directory, port, backend="sqlite") as server,
+        AnalysisStore.open(
+            server.uri, api_key=WRITE_KEY, root=directory / "files", spool=False
+        ) as store,
+    ):
+        uids = _save_two(store, "served-move")
+    moved = directory.with_name("served-after")
+    directory.rename(moved)
+    with running_server(moved, port, backend="sqlite") as server:
+        root = moved / "files"
+        with AnalysisStore.open(server.uri, api_key=WRITE_KEY, root=root, read_only=True) as store:
+            for image in _images(store, uids):
+                np.testing.assert_array_equal(image, np.ones((1, 6, 4), "f4"))
+            report = check_store(store, grace=0)
+            assert (report.moved, report.clean, sorted(report.complete)) == (
+                (),
+                True,
+                sorted(uids),
+            )
+    assert "moved (or copied) from" in (moved.parent / f"{moved.name}.log").read_text()
+    assert not directory.exists()
+
+
+def test_a_store_older_than_its_location_record_is_found_where_it_was(killed_stores, tmp_path):
+    """A store whose directory has no location record (made before it existed) is moved: the
+    directory its catalog points into is read from the catalog itself, and it reads again."""
+    directory = killed_stores["unrecorded"]
+    with AnalysisStore.open(directory) as store:
+        uids = _save_two(store, "unrecorded")
+        images = _images(store, uids)
+    (directory / LOCATION_FILE).unlink()
+    moved = tmp_path / "unrecorded-moved"
+    shutil.move(directory, moved)
+    with AnalysisStore.open(moved) as store:
+        for read, saved in zip(_images(store, uids), images, strict=True):
+            np.testing.assert_array_equal(read, saved)
+        assert check_store(store, grace=0).clean
+    assert json.loads((moved / LOCATION_FILE).read_text()) == {"directory": str(moved)}
+
+
+@pytest.mark.parametrize(
+    ("uri", "moved"),
+    [
+        ("file://localhost/old/st/files/u/a.h5", "file://localhost/new/place/files/u/a.h5"),
+        ("file:///old/st/data/a", "file:///new/place/data/a"),
+        ("duckdb:////old/st/tables.duckdb", "duckdb:////new/place/tables.duckdb"),
+        ("file://localhost/old/stx/files/a.h5", None),  # another directory, same prefix
+        ("file://localhost/localhost/old/st", None),
+        ("postgresql://user@host/tables", None),
+    ],
+)
+def test_moved_uri_replaces_the_path_as_tiled_reads_it(uri, moved):
+    assert moved_uri(uri, Path("/old/st"), Path("/new/place")) == moved
