@@ -61,6 +61,7 @@ class HDF5Writer(ClosingContext):
             self._raw.close()
             raise
         self._dataset: h5py.Dataset | None = None
+        self._frame: tuple[tuple[int, ...], np.dtype, int] = ((), np.dtype("f8"), 1)
         self._count = 0
         self._pending: list[np.ndarray] = []  # small frames, written one chunk at a time
         self._written = 0
@@ -87,13 +88,14 @@ class HDF5Writer(ClosingContext):
         frame = np.asarray(value)
         if self._dataset is None:
             self._dataset = self._create_dataset(frame)
-        elif frame.shape != self._dataset.shape[1:] or frame.dtype != self._dataset.dtype:
+            # asked of h5py once: each question is a call into the HDF5 library
+            self._frame = (frame.shape, frame.dtype, self._dataset.chunks[0])
+        frame_shape, dtype, per_chunk = self._frame
+        if frame.shape != frame_shape or frame.dtype != dtype:
             raise UnsupportedValueError(
                 f"frame {self._count} has shape {frame.shape} and dtype {frame.dtype}; "
-                f"{self._path} holds shape {self._dataset.shape[1:]} and dtype "
-                f"{self._dataset.dtype}"
+                f"{self._path} holds shape {frame_shape} and dtype {dtype}"
             )
-        per_chunk = self._dataset.chunks[0]
         if per_chunk == 1:  # a big frame: write it as it comes, no copy
             self._write_block(frame[np.newaxis])
         else:  # small frames: one HDF5 write per chunk instead of one per frame

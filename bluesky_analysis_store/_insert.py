@@ -31,6 +31,7 @@ from ._gate import (
     check_document,
     document_id,
 )
+from ._runs import stored_run
 
 if TYPE_CHECKING:
     from ._tiled_writer import WriterFactory
@@ -449,7 +450,7 @@ class RunInsertion:
     def _start(self, start: dict[str, Any]) -> bool:
         """Whether this run is new (and was started in the store)."""
         runs = self.pipeline.runs
-        if self.pipeline.take_fresh(self.uid) or self.uid not in runs:
+        if self.pipeline.take_fresh(self.uid) or stored_run(runs, self.uid) is None:
             try:
                 self._run = GatedRun(start, self.pipeline.make_writer(), self.gate)
                 return True
@@ -463,7 +464,8 @@ class RunInsertion:
         return False
 
     def _check_stored(self, name: str, doc: Mapping[str, Any]) -> None:
-        stored = self.pipeline.runs[self.uid].metadata.get(name)
+        run = stored_run(self.pipeline.runs, self.uid)
+        stored = None if run is None else run.metadata.get(name)
         if stored is None:
             raise RunConflictError(
                 f"run {self.uid} is already in the store but was never completed (no stop "

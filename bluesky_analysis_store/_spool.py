@@ -216,7 +216,10 @@ class ReplayReport:
 
 
 def _stored(runs: Any, uid: str) -> Mapping[str, Any] | None:
-    return runs[uid].metadata if uid in runs else None
+    from ._runs import stored_run
+
+    run = stored_run(runs, uid)
+    return None if run is None else run.metadata
 
 
 def replay_file(

@@ -30,6 +30,7 @@ from ._queries import (
     LineageHash,
     SampleUUID,
 )
+from ._runs import stored_run
 from ._samples import MetadataPacket
 from ._start_metadata import start_metadata
 
@@ -423,7 +424,7 @@ class AnalysisStore(ClosingContext):
             except Exception as error:  # e.g. a key without the delete scope
                 logger.warning("could not delete the half-saved run %s: %s", run.uid, error)
         self._inserter.discard(run.uid)  # and its spool file
-        if run.uid not in self.runs:  # nothing refers to the files: take them back
+        if stored_run(self.runs, run.uid) is None:  # nothing refers to the files: take back
             remove_files(run.files, self.root)
 
     def _saved_while_reachable(self, plan: RunPlan) -> str | None:
@@ -520,6 +521,8 @@ class AnalysisStore(ClosingContext):
         return self.runs[key]
 
     def __contains__(self, uid: object) -> bool:
+        if isinstance(uid, str) and len(uid) == 36:  # a full uid: one exact lookup
+            return stored_run(self.runs, uid) is not None
         try:
             return uid in self.runs
         except ValueError:  # bluesky-tiled-plugins: a partial uid shorter than 5 characters
