@@ -11,7 +11,7 @@ TEST_STAMP := $(VENV)/.installed-test
 define install
 	@if $(PYTHON) -m pip install -q uv >/dev/null 2>&1 && $(PYTHON) -m uv --version >/dev/null 2>&1; then \
 		[ -x $(PY) ] || $(PYTHON) -m uv venv -q --python $(PYTHON) $(VENV); \
-		$(PYTHON) -m uv pip install -q --python $(PY) -e "$(1)"; \
+		$(PYTHON) -m uv pip install -q --compile-bytecode --python $(PY) -e "$(1)"; \
 	else \
 		[ -x $(PY) ] || $(PYTHON) -m venv $(VENV); \
 		$(PY) -m pip install -q -e "$(1)"; \
@@ -35,6 +35,7 @@ lint: $(TEST_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 docs: $(TEST_STAMP)
 	$(PY) -m sphinx -q -W --keep-going -b html docs docs/_build/html

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from bluesky_analysis_store import install_profile
-from bluesky_analysis_store._profile import startup_files
+from bluesky_analysis_store.cli._profile import startup_files
 
 IMPORTS = "import bluesky, ophyd.sim, tiled.client"
 

@@ -92,7 +92,7 @@ def with_provenance(documents: Documents, case: str) -> Documents:
     from helpers import make_provenance
 
     from bluesky_analysis_store import ProvenancePolicy
-    from bluesky_analysis_store._start_metadata import RESERVED_MD_KEYS, start_metadata
+    from bluesky_analysis_store.provenance._start_metadata import RESERVED_MD_KEYS, start_metadata
 
     (name, start), rest = documents[0], documents[1:]
     assert name == "start", f"a peer stream begins with {name!r}"

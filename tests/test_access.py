@@ -265,7 +265,7 @@ def test_keys_are_compared_in_constant_time(tmp_path, monkeypatch, capsys):
     from starlette.testclient import TestClient
     from tiled.server import authentication
 
-    from bluesky_analysis_store import _server
+    from bluesky_analysis_store.server import _server
 
     # the code objects name compare_digest, and no '==' on keys is left to replace it
     for function in (

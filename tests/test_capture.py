@@ -33,7 +33,7 @@ from bluesky_analysis_store import (
     describe_input_file,
     describe_parent,
 )
-from bluesky_analysis_store._capture import git_state, sha256_file
+from bluesky_analysis_store.provenance._capture import git_state, sha256_file
 
 MiB = 1 << 20
 

@@ -10,7 +10,7 @@ from event_model import DocumentNames, schema_validators
 from helpers import compose
 
 from bluesky_analysis_store import AnalysisInputError, NPYWriter
-from bluesky_analysis_store._demo import example_data_dicts
+from bluesky_analysis_store.examples._demo import example_data_dicts
 
 FORMS = ["stream_resource", "resource"]
 
@@ -194,7 +194,7 @@ def test_event_pages_carry_the_same_events(tmp_path):
 def test_event_page_validation_checks_structure_and_sampled_rows():
     from jsonschema import ValidationError
 
-    from bluesky_analysis_store._compose import validate_document
+    from bluesky_analysis_store.compose._compose import validate_document
 
     page = {
         "descriptor": "d",

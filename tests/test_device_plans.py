@@ -35,7 +35,7 @@ from bluesky_analysis_store import (
     compose_analysis_run,
     records_to_dataframe,
 )
-from bluesky_analysis_store._provenance import canonical_json
+from bluesky_analysis_store.provenance._provenance import canonical_json
 
 
 @pytest.fixture(scope="module")

@@ -29,13 +29,13 @@ from helpers import PARENT_UID, figure, free_port, make_provenance
 from served import WRITE_KEY, running_server
 
 from bluesky_analysis_store import AnalysisStore, ExitStatus, compose_analysis_run
-from bluesky_analysis_store._errors import AnalysisStoreError
-from bluesky_analysis_store._fsck import check_store, repair
-from bluesky_analysis_store._locks import OPEN_LOCK_FILE
-from bluesky_analysis_store._quarantine import QUARANTINE_DIRECTORY
-from bluesky_analysis_store._relocation import LOCATION_FILE, moved_uri
-from bluesky_analysis_store._spool import SPOOL_REGISTRY, registered_spools, spool_files
 from bluesky_analysis_store.cli import main
+from bluesky_analysis_store.core._errors import AnalysisStoreError
+from bluesky_analysis_store.insert._spool import SPOOL_REGISTRY, registered_spools, spool_files
+from bluesky_analysis_store.store._fsck import check_store, repair
+from bluesky_analysis_store.store._locks import OPEN_LOCK_FILE
+from bluesky_analysis_store.store._quarantine import QUARANTINE_DIRECTORY
+from bluesky_analysis_store.store._relocation import LOCATION_FILE, moved_uri
 
 TESTS = Path(__file__).resolve().parent
 
@@ -49,10 +49,10 @@ KILLER = """
 import os, signal, sys, threading, traceback
 sys.path.insert(0, sys.argv[1])
 import numpy as np
-import bluesky_analysis_store._tiled_writer, tiled.server.app, tiled.catalog.adapter
+import bluesky_analysis_store.insert._tiled_writer, tiled.server.app, tiled.catalog.adapter
 from helpers import make_provenance
 from bluesky_analysis_store import AnalysisStore
-from bluesky_analysis_store._staging import StagedFiles
+from bluesky_analysis_store.core._staging import StagedFiles
 
 AFTER = {
     "after_descriptor": "descriptor",  # start and the first descriptor are in
@@ -185,7 +185,7 @@ def killed_stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     try:
         # meanwhile, this process pays its own tiled imports (they run beside the others)
-        for module in ("bluesky_analysis_store._tiled_writer", "tiled.server.app"):
+        for module in ("bluesky_analysis_store.insert._tiled_writer", "tiled.server.app"):
             importlib.import_module(module)
 
         init_output, _ = init.communicate(timeout=120)

@@ -38,7 +38,7 @@ from bluesky_analysis_store import (
     UnsafePathError,
     compose_analysis_run,
 )
-from bluesky_analysis_store._errors import AnalysisStoreError
+from bluesky_analysis_store.core._errors import AnalysisStoreError
 
 
 def fuzz(max_examples: int) -> settings:

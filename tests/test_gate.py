@@ -20,8 +20,8 @@ from bluesky_analysis_store import (
     ProvenanceError,
     analysis_tiled_writer,
 )
-from bluesky_analysis_store._policy import ProvenancePolicy, enforce_provenance
-from bluesky_analysis_store._start_metadata import start_metadata
+from bluesky_analysis_store.provenance._policy import ProvenancePolicy, enforce_provenance
+from bluesky_analysis_store.provenance._start_metadata import start_metadata
 
 
 @pytest.fixture

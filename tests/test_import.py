@@ -23,3 +23,40 @@ def test_public_names_resolve_lazily():
 
     for name in bas.__all__:
         assert getattr(bas, name) is not None, name
+
+
+def test_the_version_is_the_installed_distributions():
+    import importlib.metadata
+
+    import bluesky_analysis_store
+
+    assert bluesky_analysis_store.__version__ == importlib.metadata.version(
+        "bluesky-analysis-store"
+    )
+
+
+SUBPACKAGES = (
+    "core",
+    "pairs",
+    "provenance",
+    "compose",
+    "insert",
+    "store",
+    "runengine",
+    "server",
+    "cli",
+    "examples",
+)
+
+
+def test_each_subpackage_reexports_its_names_the_same_as_the_package():
+    import importlib
+
+    import bluesky_analysis_store as bas
+
+    for name in SUBPACKAGES:
+        package = importlib.import_module(f"bluesky_analysis_store.{name}")
+        for export in getattr(package, "__all__", ()):
+            value = getattr(package, export)
+            if export in bas.__all__:
+                assert getattr(bas, export) is value, (name, export)

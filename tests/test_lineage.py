@@ -24,7 +24,7 @@ from bluesky_analysis_store import (
     describe_parent,
     lineage_hash,
 )
-from bluesky_analysis_store._provenance import canonical_json
+from bluesky_analysis_store.provenance._provenance import canonical_json
 
 OTHER_UID = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
 THIRD_UID = "11111111-2222-4333-8444-555555555555"

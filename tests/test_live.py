@@ -192,7 +192,7 @@ def test_analysis_runs_only_keeps_a_bound_method_alive(tiled_catalog):
     from ophyd.sim import det
 
     from bluesky_analysis_store import ProvenancePolicy
-    from bluesky_analysis_store._start_metadata import provenance_metadata
+    from bluesky_analysis_store.provenance._start_metadata import provenance_metadata
 
     container = tiled_catalog.new_runs_container()
     engine = RunEngine({})
@@ -209,7 +209,7 @@ def test_filters_select_runs_and_analysis_runs_are_never_analysed(store, engine)
     from ophyd.sim import det, motor
 
     from bluesky_analysis_store import ProvenancePolicy
-    from bluesky_analysis_store._start_metadata import provenance_metadata
+    from bluesky_analysis_store.provenance._start_metadata import provenance_metadata
 
     live = LiveAnalysis(
         normalize_and_bin, store, parameters={"bins": 2}, plan_names=["scan"], worker=False

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from bluesky_analysis_store import AnalysisStore, AnalysisStoreError, install_profile
-from bluesky_analysis_store._profile import startup_files
 from bluesky_analysis_store.cli import main
+from bluesky_analysis_store.cli._profile import startup_files
 
 STARTUP_FILES = [
     "00-base.py",

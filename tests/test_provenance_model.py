@@ -9,14 +9,15 @@ import pytest
 from helpers import PARENT_UID, compose, make_provenance
 
 from bluesky_analysis_store import Provenance
-from bluesky_analysis_store._provenance import SCHEMA_PATH, provenance_json_schema
+from bluesky_analysis_store.provenance._provenance import SCHEMA_PATH, provenance_json_schema
 
 
 def test_committed_schema_matches_the_model():
-    """Drift test: regenerate with `python -m bluesky_analysis_store._provenance`."""
+    """Drift test: regenerate with `python -m bluesky_analysis_store.provenance._provenance`."""
     committed = json.loads(SCHEMA_PATH.read_text())
     assert committed == provenance_json_schema(), (
-        "schemas/provenance.json is stale; run `python -m bluesky_analysis_store._provenance`"
+        "schemas/provenance.json is stale; run "
+        "`python -m bluesky_analysis_store.provenance._provenance`"
     )
 
 

@@ -156,7 +156,7 @@ def _bypass_attempts(target: Target) -> tuple[int, int]:
     assert response.status_code == 200, response.text
 
     # delete a run, then recreate it without the spec or without provenance
-    from bluesky_analysis_store._fsck import delete_run
+    from bluesky_analysis_store.store._fsck import delete_run
 
     victim = _save(target, f"{case}-recreate")
     saved_metadata = dict(target.store[victim].metadata)
@@ -185,7 +185,7 @@ def _allowed_elsewhere(target: Target) -> None:
     the nodes inside a run are accepted."""
     from tiled.client import from_context
 
-    from bluesky_analysis_store._store import runs_container
+    from bluesky_analysis_store.store._store import runs_container
 
     runs_container(from_context(target.store.runs.context), "raw")
     raw = str(uuid.uuid4())

@@ -211,7 +211,7 @@ def test_a_client_that_stalls_is_given_up():
 
     import uvicorn
 
-    from bluesky_analysis_store._asgi import OneRequestAtATime
+    from bluesky_analysis_store.store._asgi import OneRequestAtATime
 
     big = b"x" * (16 << 20)
 

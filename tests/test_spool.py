@@ -26,7 +26,7 @@ from helpers import PARENT_UID, figure, free_port, make_provenance
 from served import WRITE_KEY, Server, running_server
 
 from bluesky_analysis_store import AnalysisStore, analyze, check_store, compose_analysis_run
-from bluesky_analysis_store._spool import read_spool_file, spool_files
+from bluesky_analysis_store.insert._spool import read_spool_file, spool_files
 
 
 @dataclass
@@ -211,7 +211,7 @@ def test_store_stopped_mid_run_spools_and_replay_inserts_every_document(
     # each run equals what a direct insert of the same documents makes
     from tiled.client import from_uri
 
-    from bluesky_analysis_store._store import runs_container
+    from bluesky_analysis_store.store._store import runs_container
 
     client = from_uri(server.uri, api_key=WRITE_KEY)
     stack.callback(client.context.close)
@@ -256,7 +256,7 @@ def test_store_stopped_mid_run_spools_and_replay_inserts_every_document(
 
 def comparable(documents: list[tuple[str, dict[str, Any]]]) -> Any:
     """Documents as JSON sees them (numpy values become numbers and lists)."""
-    from bluesky_analysis_store._insert import comparable as as_json
+    from bluesky_analysis_store.insert._insert import comparable as as_json
 
     return [(name, as_json(doc)) for name, doc in documents]
 

@@ -174,7 +174,7 @@ def test_insert_subscribed_to_a_run_engine(tiled_catalog):
     from ophyd.sim import det
 
     from bluesky_analysis_store import ProvenancePolicy
-    from bluesky_analysis_store._start_metadata import provenance_metadata
+    from bluesky_analysis_store.provenance._start_metadata import provenance_metadata
 
     store = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())
     engine = RunEngine({})

@@ -30,8 +30,13 @@ from pathlib import Path
 
 from bluesky_tiled_plugins.writing.tiled_writer import TiledWriter
 
-from bluesky_analysis_store import AnalysisStore, analysis_runs_only, raw_runs_only
-from bluesky_analysis_store.cli import API_KEY_ENV, DEFAULT_STORE, STORE_ENV
+from bluesky_analysis_store import (
+    AnalysisStore,
+    AnalysisStoreError,
+    analysis_runs_only,
+    raw_runs_only,
+)
+from bluesky_analysis_store.core import API_KEY_ENV, DEFAULT_STORE, STORE_ENV
 
 _store_target = os.environ.get(STORE_ENV) or DEFAULT_STORE
 if not _store_target.startswith(("http://", "https://")):
@@ -40,7 +45,7 @@ _raw = os.environ.get("BAS_RAW") or "raw"
 if _store_target.startswith(("http://", "https://")) and not _raw.startswith(
     ("http://", "https://")
 ):
-    raise RuntimeError(
+    raise AnalysisStoreError(
         f"BAS_STORE={_store_target} is a served analysis store, which refuses runs without "
         f"provenance, so raw scans cannot go into its container {_raw!r}: set BAS_RAW to the "
         "http(s):// URI of the raw catalog"

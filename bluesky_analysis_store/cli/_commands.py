@@ -1,0 +1,360 @@
+"""``bas``: the command line of bluesky-analysis-store."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..core._environment import API_KEY_ENV, DEFAULT_STORE, SPOOL_ENV, STORE_ENV
+
+
+def _open_store(args: argparse.Namespace, *, read_only: bool = False) -> Any:
+    """The store the command names; ``read_only``: create nothing (no store, no container, no
+    file), so that the read-only key of ``bas serve`` works."""
+    from ..store._store import AnalysisStore
+
+    target = args.store or os.environ.get(STORE_ENV) or DEFAULT_STORE
+    print(f"opening store {target} ...", file=sys.stderr, flush=True)
+    return AnalysisStore.open(
+        target,
+        api_key=os.environ.get(API_KEY_ENV),
+        root=args.root,
+        # only reading commands use the raw catalog (lineage); none creates it
+        raw=args.raw if read_only else None,
+        spool=args.spool or os.environ.get(SPOOL_ENV) or None,
+        read_only=read_only,
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ..examples._demo import run_demo, summarize
+
+    result = run_demo(args.directory)
+    try:
+        print(summarize(result))
+    finally:
+        result.store.close()
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ..core._environment import READ_KEY_ENV
+    from ..server._server import build_server_app
+
+    app = build_server_app(
+        args.directory,
+        os.environ.get(API_KEY_ENV, ""),
+        read_key=os.environ.get(READ_KEY_ENV) or None,
+        catalog_uri=args.catalog,
+        tables_uri=args.tables,
+    )
+    files = args.directory.resolve() / "files"
+    print(
+        f"serving the analysis store {args.directory} at http://{args.host}:{args.port} "
+        f"(derived files under {files}; keys from ${API_KEY_ENV} and ${READ_KEY_ENV})",
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _save(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..core._version import __version__
+    from ..provenance._capture import capture_provenance
+    from ._ingest import ingest_files, ingestable_files
+
+    files = ingestable_files(args.directory)
+    data_dicts, read = ingest_files(tqdm(files, desc="reading", unit="file", disable=None))
+    provenance = capture_provenance(
+        ingest_files,
+        name=args.name,
+        version=args.version or __version__,
+        parents=args.parent,
+        inputs=tqdm(read, desc="hashing", unit="file", disable=None),
+        parameters={"directory": str(args.directory.resolve())},
+    )
+    with _open_store(args) as store:
+        uid = store.save(
+            data_dicts, {"ingested_from": str(args.directory.resolve())}, provenance=provenance
+        )
+    print(uid)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    with _open_store(args, read_only=True) as store:
+        run = store[args.uid]
+        start = run.metadata["start"]
+        stop = run.metadata.get("stop") or {}
+        print(f"uid:       {start['uid']}")
+        print(f"analysis:  {start.get('analysis_name')} {start.get('analysis_version')}")
+        print(f"lineage:   {start.get('lineage_hash')}")
+        print(f"parents:   {', '.join(start.get('parent_uids', [])) or '-'}")
+        if "sample_uuid" in start:
+            print(f"sample:    {start.get('sample_name')} ({start['sample_uuid']})")
+        print(f"status:    {stop.get('exit_status', 'incomplete (no stop document)')}")
+        for stream in run:
+            for key in run[stream]:
+                node = run[stream][key]
+                shape = getattr(node, "shape", None)
+                if key not in {"seq_num", "time"} and not key.startswith("ts_"):
+                    print(f"  {stream}/{key}" + (f"  shape {tuple(shape)}" if shape else ""))
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from bluesky_tiled_plugins.queries import TimeRange
+
+    from ..store._queries import AnalysisName, AnalysisVersion, DerivedFrom, LineageHash, SampleUUID
+
+    queries = [
+        *([DerivedFrom(args.derived_from)] if args.derived_from else []),
+        *([LineageHash(args.lineage)] if args.lineage else []),
+        *([SampleUUID(args.sample)] if args.sample else []),
+        *([AnalysisName(args.analysis)] if args.analysis else []),
+        *([AnalysisVersion(args.version)] if args.version else []),
+        *([TimeRange(since=args.since, until=args.until)] if args.since or args.until else []),
+    ]
+    with _open_store(args, read_only=True) as store:
+        for uid, run in store.search(*queries).items():
+            start = run.metadata["start"]
+            print(f"{uid}  {start.get('analysis_name')} {start.get('analysis_version')}")
+    return 0
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    with _open_store(args, read_only=True) as store:
+        graph = store.lineage(args.uid)
+        print(graph.as_text())
+        if args.output:
+            print(f"picture: {graph.write_svg(args.output)}")
+    return 0
+
+
+def _fsck(args: argparse.Namespace) -> int:
+    from ..store._fsck import check_store, repair
+    from ..store._quarantine import purge_quarantine
+
+    # only --repair writes to the catalog; a check (and --purge) opens the store read-only
+    with _open_store(args, read_only=not args.repair) as store:
+        if args.purge:
+            print(purge_quarantine(store.root).as_text())
+            return 0
+        report = check_store(store, grace=args.grace)
+        print(report.as_text(), flush=True)
+        if args.repair and report.repairable:
+            print(repair(store, report).as_text(), flush=True)
+            report = check_store(store, grace=args.grace)
+            print("after repair: " + (report.as_text() if report.problems else "clean"))
+        elif args.repair and report.problems:
+            print(_why_nothing_was_repaired(report))
+    return 0 if report.clean else 1
+
+
+def _why_nothing_was_repaired(report: Any) -> str:
+    if report.moved_away:
+        return (
+            "nothing repaired: the files are recorded under another root (see above); run "
+            "`bas fsck --repair` where the recorded paths are valid, or restart `bas serve` "
+            "on the store where it is now"
+        )
+    if report.unreadable_spools and report.orphaned_files:
+        return (
+            "nothing repaired: orphaned files are kept while a spool the store recorded cannot "
+            "be read here; run `bas fsck --repair` where it can, or pass --spool"
+        )
+    return "nothing to repair: missing files cannot be recreated; restore them from backup"
+
+
+def _replay(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        if store.spool is None:
+            print(
+                f"no spool to replay: {args.store or 'this store'} is not served and no "
+                f"--spool (or ${SPOOL_ENV}) was given"
+            )
+            return 1
+        print(f"replaying the spool {store.spool}", flush=True)
+        report = store.replay()
+        print(report.as_text())
+    return 1 if report.pending else 0
+
+
+def _profile_install(args: argparse.Namespace) -> int:
+    from ._profile import install_profile, startup_files
+
+    profile = install_profile(args.name, args.ipython_dir, force=args.force)
+    names = ", ".join(entry.name for entry in startup_files())
+    where = f" --ipython-dir={args.ipython_dir}" if args.ipython_dir is not None else ""
+    print(f"installed {names} into {profile / 'startup'}")
+    print(f"start it with: ipython{where} --profile={args.name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bas`` argument parser (one sub-command per task)."""
+    parser = argparse.ArgumentParser(
+        prog="bas", description="Save and find derived (analysis) data in a Bluesky analysis store."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="simulate a beamline session (ophyd.sim, RunEngine), run two chained analyses, "
+        "store them with provenance in an embedded store, and show what a user would check",
+    )
+    demo.add_argument(
+        "--directory",
+        type=Path,
+        default=None,
+        help="where everything goes (default: a new bas-demo-* directory in the current one)",
+    )
+    demo.set_defaults(func=_demo)
+
+    serve = commands.add_parser(
+        "serve",
+        help=f"run a tiled server for an analysis store (write key from ${API_KEY_ENV}, "
+        "optional read-only key from $BAS_READ_API_KEY)",
+    )
+    serve.add_argument("directory", type=Path, help="the store directory (files, tiled storage)")
+    serve.add_argument(
+        "--catalog",
+        help="catalog database, e.g. postgresql+asyncpg://USER@HOST:PORT/DB "
+        "(default: DIRECTORY/catalog.db, SQLite)",
+    )
+    serve.add_argument(
+        "--tables",
+        help="table storage, e.g. postgresql://USER@HOST:PORT/DB (default: duckdb)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000, help="default: 8000")
+    serve.set_defaults(func=_serve)
+
+    def store_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument(
+            "--store",
+            help=f"a store directory or http(s) URI (default: ${STORE_ENV} or ./{DEFAULT_STORE}); "
+            f"a served store's API key is read from ${API_KEY_ENV}",
+        )
+        command.add_argument("--root", type=Path, help="file root of a served store")
+        command.add_argument(
+            "--raw",
+            default="raw",
+            help="the raw catalog's container, which lineage reads if it exists (default: raw)",
+        )
+        command.add_argument(
+            "--spool",
+            type=Path,
+            help=f"the spool directory (default: ${SPOOL_ENV}, else ROOT/.bas-spool for a served "
+            "store)",
+        )
+        return command
+
+    save = store_command("save", "ingest the files of a directory as an analysis run")
+    save.add_argument("directory", type=Path, help=".npy, .csv, .tif/.tiff files, one stream each")
+    save.add_argument("--name", default="ingest", help="analysis name (default: ingest)")
+    save.add_argument("--version", help="analysis version (default: this package's)")
+    save.add_argument("--parent", action="append", default=[], help="a parent run uid (repeat)")
+    save.set_defaults(func=_save)
+
+    show = store_command("show", "summarize one run (full or partial uid)")
+    show.add_argument("uid")
+    show.set_defaults(func=_show)
+
+    search = store_command("search", "list the runs matching every given condition")
+    search.add_argument("--derived-from", metavar="UID", help="runs whose parents include UID")
+    search.add_argument("--lineage", metavar="HASH", help="runs with this lineage hash")
+    search.add_argument("--sample", metavar="SA-UUID", help="runs of this sample")
+    search.add_argument("--analysis", metavar="NAME", help="runs of this analysis")
+    search.add_argument("--version", help="runs of this analysis version")
+    search.add_argument("--since", help="start time at or after (e.g. 2026-11-01)")
+    search.add_argument("--until", help="start time before")
+    search.set_defaults(func=_search)
+
+    lineage = store_command("lineage", "print a run's provenance graph; draw it with --output")
+    lineage.add_argument("uid")
+    lineage.add_argument("--output", type=Path, help="write the graph as SVG to this file")
+    lineage.set_defaults(func=_lineage)
+
+    from ..store._fsck import DEFAULT_GRACE
+
+    fsck = store_command(
+        "fsck",
+        "check the store for incomplete runs, orphaned files and missing files (changes "
+        "nothing; works with a read-only key); exit 0 when clean, 1 when problems remain",
+    )
+    action = fsck.add_mutually_exclusive_group()
+    action.add_argument(
+        "--repair",
+        action="store_true",
+        help="move orphaned files into the store's quarantine (ROOT/.bas-quarantine), delete "
+        "incomplete runs from the catalog (their documents kept in the quarantine), remove "
+        "empty directories, then check again; nothing is deleted for good",
+    )
+    action.add_argument(
+        "--purge",
+        action="store_true",
+        help="empty the quarantine for good (asks nothing; prints every file it removes)",
+    )
+    fsck.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE,
+        metavar="SECONDS",
+        help="runs started and files touched less than SECONDS ago may still be being written: "
+        f"reported as in progress, never repaired (default: {DEFAULT_GRACE:g}; 0 only when "
+        "nothing is writing to the store)",
+    )
+    fsck.set_defaults(func=_fsck)
+
+    replay = store_command(
+        "replay",
+        "insert the runs that went to the spool while the store could not be reached; exit 0 "
+        "when nothing is left to do, 1 when spooled runs remain",
+    )
+    replay.set_defaults(func=_replay)
+
+    profile = commands.add_parser("profile", help="the IPython beamline profile")
+    profile_commands = profile.add_subparsers(
+        dest="profile_command", required=True, metavar="COMMAND"
+    )
+    install = profile_commands.add_parser(
+        "install",
+        help="copy the profile's startup files into IPYTHONDIR/profile_NAME/startup "
+        "(settings come from environment variables at every start)",
+    )
+    install.add_argument("name", nargs="?", default="bas", help="profile name (default: bas)")
+    install.add_argument(
+        "--ipython-dir", type=Path, help="IPython's directory (default: $IPYTHONDIR or ~/.ipython)"
+    )
+    install.add_argument(
+        "--force", action="store_true", help="overwrite startup files of the same name that differ"
+    )
+    install.set_defaults(func=_profile_install)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``bas``; errors print as one line and exit non-zero (``--debug`` for a traceback)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except Exception as error:
+        if args.debug:
+            traceback.print_exc()
+        else:
+            # KeyError's str() adds quotes around its message
+            message = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+            print(f"bas {args.command}: error: {message}", file=sys.stderr)
+        return 1

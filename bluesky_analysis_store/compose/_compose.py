@@ -1,0 +1,650 @@
+"""``compose_analysis_run``: DBEP 6 ``data_dicts`` and ``md`` → files and validated documents."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import event_model
+from event_model.documents.stream_datum import StreamRange
+
+from ..core._documents import validate_document
+from ..core._errors import AnalysisInputError, AnalysisStoreError, UnsafePathError
+from ..core._files import is_storage_full, storage_full_error, value_bytes
+from ..core._paths import check_name, contained_path
+from ..core._staging import StagedFiles
+from ..core._values import ValueDescription, describe_inline, short_repr, to_json_value
+from ..pairs._pairs import PairRegistry, default_registry
+from ..provenance._content import content_hash
+from ..provenance._policy import ProvenancePolicy, enforce_provenance
+from ..provenance._provenance import Provenance, canonical_json
+from ..provenance._samples import MetadataPacket
+from ..provenance._start_metadata import PROVENANCE_KEYS, start_metadata
+from ._writer_choice import KeyWriter, normalize_writers
+
+AssetForm = Literal["stream_resource", "resource"]
+
+
+@functools.cache
+def tiled_writer_limits() -> tuple[frozenset[str], int]:
+    """``(reserved data keys, inline array limit)``: TiledWriter's ``RESERVED_DATA_KEYS`` (its
+    own table columns) and ``MAX_ARRAY_SIZE`` (arrays larger than this go to a file by
+    default). Imported on first use: bluesky-tiled-plugins takes seconds to import."""
+    from bluesky_tiled_plugins.writing.tiled_writer import MAX_ARRAY_SIZE, RESERVED_DATA_KEYS
+
+    return frozenset(RESERVED_DATA_KEYS), int(MAX_ARRAY_SIZE)
+
+
+def check_not_reserved(key: str, where: str) -> None:
+    """Refuse a data key TiledWriter reserves for its event table."""
+    reserved = tiled_writer_limits()[0]
+    if key in reserved:
+        raise AnalysisInputError(
+            f"{where}: data key {key!r} is reserved for the event table; rename it "
+            f"(reserved: {sorted(reserved)})"
+        )
+
+
+@dataclass(frozen=True)
+class ComposedRun:
+    """A composed analysis run: its files are written, its documents validated.
+
+    Iterating yields ``(name, doc)`` pairs in emission order; each iteration yields fresh copies,
+    so the run can be replayed into several consumers (a TiledWriter, a Filler, a serializer).
+
+    Attributes
+    ----------
+    uid : str
+        The start document's uid.
+    documents : tuple of (str, dict)
+        Every document, in order.
+    files : tuple of Path
+        The files written for the run's external keys.
+    """
+
+    uid: str
+    documents: tuple[tuple[str, dict[str, Any]], ...]
+    files: tuple[Path, ...]
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for name, doc in self.documents:
+            yield name, copy.deepcopy(doc)
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+
+@dataclass
+class _KeyPlan:
+    stream: str
+    key: str
+    description: ValueDescription
+    writer: KeyWriter | None = None  # None: the value travels inside the event
+    path: Path | None = None
+    root: Path | None = None
+    resource_kwargs: dict[str, Any] | None = None
+    datum_kwargs: list[dict[str, Any]] | None = None
+
+
+def _where(n: int | None, stream: str, key: str | None = None) -> str:
+    head = "data_dicts" if n is None else f"data_dicts[{n}]"
+    return f"{head}[{stream!r}]" + ("" if key is None else f"[{key!r}]")
+
+
+def _streams(data_dicts: Any) -> dict[str, list[tuple[int, Mapping[str, Any]]]]:
+    """Group the entries by stream, keeping each entry's position for error messages."""
+    if not isinstance(data_dicts, Sequence) or isinstance(data_dicts, str | bytes):
+        raise AnalysisInputError(
+            "data_dicts must be a list of {stream_name: {data_key: value}} mappings; "
+            f"got {type(data_dicts).__name__}"
+        )
+    streams: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
+    for n, entry in enumerate(data_dicts):
+        if not isinstance(entry, Mapping):
+            raise AnalysisInputError(
+                f"data_dicts[{n}] must map stream names to {{data_key: value}}; "
+                f"got {short_repr(entry)}"
+            )
+        for stream, data in entry.items():
+            check_name(stream, f"data_dicts[{n}]: stream name")
+            if not isinstance(data, Mapping) or not data:
+                raise AnalysisInputError(
+                    f"{_where(n, stream)} must be a non-empty mapping of data keys to values; "
+                    f"got {short_repr(data)}"
+                )
+            # names are checked in full once per stream; a key that is no string would break
+            # the comparisons (and the error messages) before that
+            for key in data:
+                if not isinstance(key, str):
+                    check_name(key, f"{_where(n, stream)}: data key")
+            streams.setdefault(stream, []).append((n, data))
+    if not streams:
+        raise AnalysisInputError("data_dicts holds no data; give at least one stream")
+    return streams
+
+
+def _default_writer(value: Any, registry: PairRegistry) -> KeyWriter | None:
+    """Where a key named in no ``writers`` entry goes: a DataFrame, a big or an empty array to a
+    file."""
+    kind = type(value).__name__
+    if kind == "DataFrame":
+        return KeyWriter(pair=registry["BAS_TABLE_HDF5"])
+    size = getattr(value, "size", 1)
+    is_complex = getattr(getattr(value, "dtype", None), "kind", "") == "c" or isinstance(
+        value, complex
+    )
+    # An empty array goes to a file too: tiled keeps it in the event table, read back as text.
+    big_or_empty = size > tiled_writer_limits()[1] or size == 0
+    if (getattr(value, "ndim", 0) and big_or_empty) or is_complex:
+        return KeyWriter(pair=registry["BAS_HDF5"])
+    return None
+
+
+def _plan_stream(
+    stream: str,
+    entries: list[tuple[int, Mapping[str, Any]]],
+    writers: dict[str, KeyWriter],
+    registry: PairRegistry,
+) -> list[_KeyPlan]:
+    first_n, first = entries[0]
+    keys = list(first)
+    for n, data in entries[1:]:
+        if set(data) != set(keys):
+            missing, extra = sorted(set(keys) - set(data)), sorted(set(data) - set(keys))
+            raise AnalysisInputError(
+                f"{_where(n, stream)} has keys {sorted(data)} but {_where(first_n, stream)} has "
+                f"{sorted(keys)} (missing {missing}, extra {extra}); every entry of a stream "
+                "must carry the same data keys"
+            )
+    plans = []
+    for key in keys:
+        check_name(key, f"{_where(first_n, stream)}: data key")
+        check_not_reserved(key, _where(first_n, stream))
+        writer = writers.get(key) or _default_writer(first[key], registry)
+        describe = writer.describe if writer else describe_inline
+        description = None
+        for n, data in entries:
+            try:
+                this = describe(data[key])
+            except AnalysisStoreError as error:
+                raise AnalysisInputError(f"{_where(n, stream, key)}: {error}") from None
+            if description is None:
+                description = this
+            elif this != description:
+                raise AnalysisInputError(
+                    f"{_where(n, stream, key)} has {this.summary()} but "
+                    f"{_where(first_n, stream, key)} has {description.summary()}; a key keeps "
+                    "one dtype and shape (and table index) within a stream"
+                )
+        assert description is not None
+        plans.append(_KeyPlan(stream, key, description, writer))
+    return plans
+
+
+def plan_streams(
+    streams: dict[str, list[tuple[int, Mapping[str, Any]]]],
+    writers: dict[str, KeyWriter],
+    registry: PairRegistry,
+) -> dict[str, list[_KeyPlan]]:
+    """Plan every stream's keys; a key name is written to a file in every stream or in none.
+
+    TiledWriter keeps one kind per data key name in a run: a key external in one stream and
+    inside the events in another breaks the second stream's descriptor (refused by tiled, the
+    run left half written). It is refused here, before anything is written.
+    """
+    plans = {
+        stream: _plan_stream(stream, entries, writers, registry)
+        for stream, entries in streams.items()
+    }
+    kinds: dict[str, tuple[str, bool]] = {}
+    for stream, stream_plans in plans.items():
+        for plan in stream_plans:
+            written = plan.writer is not None
+            first_stream, first_written = kinds.setdefault(plan.key, (stream, written))
+            if first_written != written:
+                where_file, where_event = (
+                    (first_stream, stream) if first_written else (stream, first_stream)
+                )
+                raise AnalysisInputError(
+                    f"data key {plan.key!r} is written to a file in stream {where_file!r} but "
+                    f"travels inside the events of stream {where_event!r}; a run keeps one kind "
+                    "per key name (tiled's TiledWriter): rename one of them, or name a writer "
+                    f"for {plan.key!r} in writers= so that every stream writes it to a file"
+                )
+    return plans
+
+
+def _place_files(plans: list[_KeyPlan], start: dict[str, Any], root: Path | None) -> None:
+    """Decide each written key's root, path and resource kwargs; check containment."""
+    for plan in plans:
+        if plan.writer is None:
+            continue
+        where = _where(None, plan.stream, plan.key)
+        plan.root = plan.writer.root or root
+        if plan.root is None:
+            raise AnalysisInputError(
+                f"{where} is written to a file but no root was given; pass root=DIRECTORY"
+            )
+        if not plan.root.is_dir():
+            raise AnalysisInputError(
+                f"{where}: root {str(plan.root)!r} is not an existing directory"
+            )
+        if plan.writer.resource_func is not None:
+            docs = {"start": copy.deepcopy(start), "stream_name": plan.stream}
+            try:
+                returned = plan.writer.resource_func(
+                    docs, plan.key, **plan.writer.resource_func_kwargs
+                )
+            except Exception as error:
+                raise AnalysisInputError(
+                    f"{where}: the resource func raised {type(error).__name__}: {error}"
+                ) from None
+            if (
+                not isinstance(returned, tuple)
+                or len(returned) != 2
+                or not isinstance(returned[0], str | Path)
+                or not isinstance(returned[1], Mapping)
+                or not all(isinstance(k, str) for k in returned[1])
+            ):
+                raise AnalysisInputError(
+                    f"{where}: the resource func returned {short_repr(returned, 120)}; it must "
+                    "return (resource_path: str, resource_kwargs: dict with str keys)"
+                )
+            relative, plan.resource_kwargs = str(returned[0]), dict(returned[1])
+        else:
+            relative = f"{start['uid']}/{plan.stream}/{plan.key}{plan.writer.pair.suffix}"
+            plan.resource_kwargs = None
+        try:
+            plan.path = contained_path(plan.root, relative)
+        except UnsafePathError as error:
+            raise UnsafePathError(f"{where}: {error}") from None
+        if plan.path.exists():
+            raise AnalysisInputError(
+                f"{where}: {str(plan.path)!r} already exists; files are never overwritten"
+            )
+
+
+def _write_files(
+    plans: list[_KeyPlan],
+    streams: dict[str, list[tuple[int, Mapping[str, Any]]]],
+    staged: StagedFiles,
+    attributes: Mapping[str, str],
+) -> None:
+    written = [p for p in plans if p.writer is not None and p.path is not None]
+    bytes_needed = sum(value_bytes(data[p.key]) for p in written for _, data in streams[p.stream])
+    for plan in written:
+        assert plan.path is not None
+        try:
+            _write_file(plan, streams[plan.stream], staged, attributes)
+        except OSError as error:
+            if not is_storage_full(error):
+                raise
+            raise storage_full_error(error, plan.path, plan.root, bytes_needed) from error
+
+
+def _write_file(
+    plan: _KeyPlan,
+    entries: list[tuple[int, Mapping[str, Any]]],
+    staged: StagedFiles,
+    attributes: Mapping[str, str],
+) -> None:
+    """Write one key's values into its (staged) file."""
+    assert plan.writer is not None
+    assert plan.path is not None
+    assert plan.root is not None
+    if plan.resource_kwargs is None:
+        plan.resource_kwargs = plan.writer.pair.resource_kwargs(
+            entries[0][1][plan.key], plan.description
+        )
+    temporary = staged.stage(plan.path, plan.root)
+    plan.datum_kwargs = []
+    try:
+        opened = plan.writer.pair.writer(str(temporary), **plan.resource_kwargs)
+    except (TypeError, ValueError) as error:
+        raise AnalysisInputError(
+            f"{_where(None, plan.stream, plan.key)}: writer {plan.writer.pair.spec!r} cannot "
+            f"be opened with resource kwargs {short_repr(plan.resource_kwargs, 120)}: {error}"
+        ) from None
+    with opened as writer:
+        for n, data in entries:
+            try:
+                plan.datum_kwargs.append(writer(data[plan.key]))
+            except (AnalysisStoreError, TypeError, ValueError) as error:
+                raise AnalysisInputError(
+                    f"{_where(n, plan.stream, plan.key)}: writer "
+                    f"{plan.writer.pair.spec!r} refused the value: {error}"
+                ) from error
+    if plan.writer.pair.annotate is not None:
+        plan.writer.pair.annotate(str(temporary), attributes)
+
+
+def _data_key(plan: _KeyPlan, asset_form: AssetForm) -> dict[str, Any]:
+    data_key = plan.description.as_data_key(source="analysis")
+    if plan.writer is not None:
+        data_key["external"] = "STREAM:" if asset_form == "stream_resource" else "FILESTORE:"
+    elif plan.description.dtype == "string":
+        del data_key["dtype_numpy"]
+    return data_key
+
+
+def _stream_documents(
+    bundle: Any,
+    stream: str,
+    entries: list[tuple[int, Mapping[str, Any]]],
+    plans: list[_KeyPlan],
+    asset_form: AssetForm,
+    now: float,
+    event_pages: bool,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    descriptor = bundle.compose_descriptor(
+        name=stream, data_keys={p.key: _data_key(p, asset_form) for p in plans}, time=now
+    )
+    yield "descriptor", descriptor.descriptor_doc
+    written = [p for p in plans if p.writer is not None]
+    datum_ids: dict[str, list[str]] = {}
+    for plan in written:
+        assert plan.writer is not None
+        assert plan.path is not None
+        assert plan.root is not None
+        assert plan.datum_kwargs is not None
+        kwargs = plan.resource_kwargs or {}
+        if asset_form == "stream_resource":
+            # Keep the spec beside the parameters: tiled records it on the array node.
+            resource = bundle.compose_stream_resource(
+                mimetype=plan.writer.pair.mimetype,
+                uri=plan.path.as_uri(),
+                data_key=plan.key,
+                parameters={**kwargs, "spec": plan.writer.pair.spec},
+            )
+            yield "stream_resource", resource.stream_resource_doc
+            count = len(plan.datum_kwargs)
+            yield (
+                "stream_datum",
+                resource.compose_stream_datum(
+                    indices=StreamRange(start=0, stop=count),
+                    seq_nums=StreamRange(start=1, stop=count + 1),
+                    descriptor=descriptor.descriptor_doc,
+                ),
+            )
+        else:
+            resource = bundle.compose_resource(
+                spec=plan.writer.pair.spec,
+                root=str(plan.root.resolve()),
+                resource_path=plan.path.relative_to(plan.root.resolve()).as_posix(),
+                resource_kwargs=kwargs,
+            )
+            yield "resource", resource.resource_doc
+            datums = [resource.compose_datum(datum_kwargs=dk) for dk in plan.datum_kwargs]
+            yield from (("datum", datum) for datum in datums)
+            datum_ids[plan.key] = [datum["datum_id"] for datum in datums]
+    inline = [p for p in plans if p.writer is None]
+    events = []
+    for i, (_, data) in enumerate(entries):
+        values = {p.key: to_json_value(data[p.key]) for p in inline}
+        values.update({key: ids[i] for key, ids in datum_ids.items()})
+        events.append(
+            descriptor.compose_event(
+                data=values,
+                timestamps=dict.fromkeys(values, now),
+                filled=dict.fromkeys(datum_ids, False),
+                time=now,
+                validate=False,  # every document is validated once, before files are published
+            )
+        )
+    if event_pages:
+        yield "event_page", dict(event_model.pack_event_page(*events))
+    else:
+        yield from (("event", event) for event in events)
+
+
+def compose_analysis_run(
+    data_dicts: Sequence[Mapping[str, Mapping[str, Any]]],
+    md: Mapping[str, Any],
+    *,
+    root: str | Path | None = None,
+    writers: Mapping[str, Any] | None = None,
+    registry: PairRegistry | None = None,
+    asset_form: AssetForm = "stream_resource",
+    uid: str | None = None,
+    provenance: Provenance | Mapping[str, Any] | None = None,
+    policy: ProvenancePolicy | None = None,
+    packet: MetadataPacket | None = None,
+    event_pages: bool = False,
+) -> ComposedRun:
+    """Write an analysis run's files and compose its event-model documents (DBEP 6).
+
+    Everything is validated before anything is written. Files are written under temporary names
+    beside their final ones and given their final names (hard link, never overwriting) only when
+    every document has passed ``event_model.schema_validators`` (an event page: its structure
+    and sampled rows, see ``validate_document``); on any error no file and no directory is
+    left behind. The inputs are never mutated.
+
+    Parameters
+    ----------
+    data_dicts : sequence of mappings
+        ``data_dicts[n][stream_name][data_key]`` is one value: a number, string, numpy array or
+        pandas DataFrame. Entry ``n`` becomes one event in each stream it holds; a stream may be
+        missing from some entries (its sequence numbers still run 1, 2, 3 … without gaps).
+    md : mapping
+        Metadata for the start document (JSON-serializable; not ``uid`` or ``time``).
+    root : str or Path, optional
+        Existing directory under which files are written, as ``UID/STREAM/KEY.SUFFIX``.
+        Required when any key is written to a file.
+    writers : mapping, optional
+        ``{data_key: entry}`` where an entry is a registered spec name (``"BAS_HDF5"``,
+        ``"BAS_NPY"``, ``"BAS_TIFF"``, ``"BAS_TABLE_HDF5"``), a :class:`WriterHandlerPair`, or
+        a DBEP 6 ``writers_dict`` entry ``{"writer", "resource": {"func", "kwargs"}, "root",
+        "spec"}`` whose ``func(docs, data_key, **kwargs)`` returns ``(resource_path,
+        resource_kwargs)``. Keys not named here travel inside the events, except DataFrames
+        (→ ``BAS_TABLE_HDF5``) and empty arrays, arrays of more than 16 elements or complex values
+        (→ ``BAS_HDF5``).
+    registry : PairRegistry, optional
+        Where spec names are looked up; default: every pair installed through entry points.
+    asset_form : {"stream_resource", "resource"}
+        ``"stream_resource"`` (default) emits StreamResource/StreamDatum, what tiled serves
+        natively; ``"resource"`` emits Resource/Datum (the DBEP 6 form, for ``Filler`` and
+        databroker v1 readers). The files are the same.
+    uid : str, optional
+        The run's uid (default: a new UUID4).
+    provenance : Provenance or mapping
+        Required: what produced the run (see :func:`capture_provenance`). It goes into the start
+        document under ``provenance``, with copies people query by: ``analysis_name``,
+        ``analysis_version``, ``parent_uids`` and ``lineage_hash``. HDF5 files also carry it
+        (and the run uid) as root attributes. The start document also gets a
+        ``content_hash``: what the run holds (metadata, every value, which pair writes each key,
+        the document form), so two runs of one lineage can be compared without reading them.
+    policy : ProvenancePolicy, optional
+        What the provenance must satisfy (default: :class:`ProvenancePolicy`'s defaults); it is
+        recorded in the start document as ``provenance_policy``.
+    packet : MetadataPacket, optional
+        Sample and system metadata merged into the start document; its transient keys are
+        cleared once the run is composed.
+    event_pages : bool
+        Emit one ``event_page`` per stream instead of one ``event`` per entry (far cheaper to
+        validate and insert; every consumer of event-model documents reads both).
+
+    Returns
+    -------
+    ComposedRun
+        Iterable of ``(name, doc)``: start, then per stream a descriptor, its (stream) resources
+        and datums and its events, then stop.
+
+    Raises
+    ------
+    AnalysisInputError
+        Bad ``data_dicts``, ``md`` or ``writers``, naming the entry, stream and key.
+    ProvenanceError
+        Missing or malformed provenance, or provenance the policy does not accept.
+    UnsafePathError
+        A resource path that would leave its root.
+    UnknownSpecError
+        A spec name no pair is registered under.
+    """
+    return plan_analysis_run(
+        data_dicts,
+        md,
+        root=root,
+        writers=writers,
+        registry=registry,
+        asset_form=asset_form,
+        uid=uid,
+        provenance=provenance,
+        policy=policy,
+        packet=packet,
+        event_pages=event_pages,
+    ).write()
+
+
+def run_content_hash(
+    metadata: Mapping[str, Any],
+    streams: Mapping[str, list[tuple[int, Mapping[str, Any]]]],
+    plans: Mapping[str, list[_KeyPlan]],
+    asset_form: str,
+) -> str:
+    """:func:`content_hash` of a planned run (its start metadata without provenance)."""
+    return content_hash(
+        {k: v for k, v in metadata.items() if k not in PROVENANCE_KEYS},
+        {stream: [data for _, data in entries] for stream, entries in streams.items()},
+        {
+            stream: {p.key: p.writer.pair.spec if p.writer else None for p in stream_plans}
+            for stream, stream_plans in plans.items()
+        },
+        asset_form,
+    )
+
+
+@dataclass
+class RunPlan:
+    """An analysis run checked and planned, nothing written yet (see :func:`plan_analysis_run`).
+
+    Attributes
+    ----------
+    uid : str
+        The run's uid.
+    start : dict
+        Its start document (``lineage_hash`` and ``content_hash`` included).
+    """
+
+    uid: str
+    start: dict[str, Any]
+    _bundle: Any
+    _streams: dict[str, list[tuple[int, Mapping[str, Any]]]]
+    _plans: dict[str, list[_KeyPlan]]
+    _asset_form: AssetForm
+    _event_pages: bool
+    _packet: MetadataPacket | None
+
+    @property
+    def lineage_hash(self) -> str:
+        """Who made it: analysis, version, parameters, parents, inputs."""
+        return str(self.start["lineage_hash"])
+
+    @property
+    def content_hash(self) -> str:
+        """What it holds: metadata and data (see :func:`content_hash`)."""
+        return str(self.start["content_hash"])
+
+    def done(self) -> None:
+        """Clear the metadata packet's transient keys: the run is saved (or was already)."""
+        if self._packet is not None:
+            self._packet.reset()
+
+    def write(self) -> ComposedRun:
+        """Write the files and compose and validate every document; on any error, no file
+        and no directory is left behind."""
+        start = self.start
+        flat_plans = [plan for stream_plans in self._plans.values() for plan in stream_plans]
+        now = time.time()
+        with StagedFiles() as staged:
+            attributes = {
+                "bluesky_analysis_store.run_uid": start["uid"],
+                "bluesky_analysis_store.provenance": canonical_json(start["provenance"]),
+            }
+            _write_files(flat_plans, self._streams, staged, attributes)
+            documents: list[tuple[str, dict[str, Any]]] = [("start", start)]
+            for stream, entries in self._streams.items():
+                documents.extend(
+                    _stream_documents(
+                        self._bundle,
+                        stream,
+                        entries,
+                        self._plans[stream],
+                        self._asset_form,
+                        now,
+                        self._event_pages,
+                    )
+                )
+            stop = self._bundle.compose_stop(exit_status="success", time=now)
+            documents.append(("stop", dict(stop)))
+            for name, doc in documents:
+                validate_document(name, doc)
+            try:
+                files = staged.publish()
+            except OSError as error:  # a directory entry or an fsync needs room too
+                if isinstance(error, AnalysisStoreError) or not is_storage_full(error):
+                    raise
+                raise storage_full_error(error, error.filename or "", None, None) from error
+        self.done()
+        return ComposedRun(uid=start["uid"], documents=tuple(documents), files=tuple(files))
+
+
+def plan_analysis_run(
+    data_dicts: Sequence[Mapping[str, Mapping[str, Any]]],
+    md: Mapping[str, Any],
+    *,
+    root: str | Path | None = None,
+    writers: Mapping[str, Any] | None = None,
+    registry: PairRegistry | None = None,
+    asset_form: AssetForm = "stream_resource",
+    uid: str | None = None,
+    provenance: Provenance | Mapping[str, Any] | None = None,
+    policy: ProvenancePolicy | None = None,
+    packet: MetadataPacket | None = None,
+    event_pages: bool = False,
+) -> RunPlan:
+    """Check everything :func:`compose_analysis_run` checks and plan the run, writing nothing.
+
+    Arguments and errors are those of :func:`compose_analysis_run`, which is
+    ``plan_analysis_run(...).write()``. The plan knows the run's lineage and content hashes,
+    so a caller can decide whether to write it at all (``AnalysisStore.save`` does).
+    """
+    if asset_form not in ("stream_resource", "resource"):
+        raise AnalysisInputError(
+            f"asset_form={asset_form!r}; accepted: 'stream_resource' or 'resource'"
+        )
+    registry = registry if registry is not None else default_registry()
+    policy = policy if policy is not None else ProvenancePolicy()
+    checked_provenance = enforce_provenance(provenance, policy)
+    metadata = start_metadata(md, checked_provenance, policy, packet)
+    streams = _streams(data_dicts)
+    key_writers = normalize_writers(writers, registry)
+    all_keys = {key for entries in streams.values() for key in entries[0][1]}
+    unknown = sorted(set(key_writers) - all_keys)
+    if unknown:
+        raise AnalysisInputError(
+            f"writers names keys {unknown} that no stream holds; data keys: {sorted(all_keys)}"
+        )
+    plans = plan_streams(streams, key_writers, registry)
+    metadata["content_hash"] = run_content_hash(metadata, streams, plans, asset_form)
+    try:
+        bundle = event_model.compose_run(uid=uid, metadata=metadata)
+    except Exception as error:
+        raise AnalysisInputError(f"md does not make a valid start document: {error}") from None
+    start: dict[str, Any] = dict(bundle.start_doc)
+    flat_plans = [plan for stream_plans in plans.values() for plan in stream_plans]
+    _place_files(flat_plans, start, Path(root) if root is not None else None)
+    return RunPlan(
+        uid=start["uid"],
+        start=start,
+        _bundle=bundle,
+        _streams=streams,
+        _plans=plans,
+        _asset_form=asset_form,
+        _event_pages=event_pages,
+        _packet=packet,
+    )

@@ -1,0 +1,58 @@
+"""The foundation every layer uses: typed errors, names and paths, value descriptions, document
+checks, files written safely, lazy re-exports."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
+
+_EXPORTS = {
+    "API_KEY_ENV": "._environment",
+    "DEFAULT_STORE": "._environment",
+    "READ_KEY_ENV": "._environment",
+    "SPOOL_ENV": "._environment",
+    "STORE_ENV": "._environment",
+    "RUN_SPEC": "._names",
+    "AnalysisInputError": "._errors",
+    "AnalysisStoreError": "._errors",
+    "DuplicateSpecError": "._errors",
+    "FileCollisionError": "._errors",
+    "InputTypeError": "._errors",
+    "NestingTooDeepError": "._errors",
+    "ProtectedKeyError": "._errors",
+    "ProvenanceError": "._errors",
+    "RunConflictError": "._errors",
+    "StorageFullError": "._errors",
+    "StoreInUseError": "._errors",
+    "UnknownSpecError": "._errors",
+    "UnsafePathError": "._errors",
+    "UnsupportedValueError": "._errors",
+    "WriterClosedError": "._errors",
+    "ValueDescription": "._values",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from ._environment import API_KEY_ENV, DEFAULT_STORE, READ_KEY_ENV, SPOOL_ENV, STORE_ENV
+    from ._errors import (
+        AnalysisInputError,
+        AnalysisStoreError,
+        DuplicateSpecError,
+        FileCollisionError,
+        InputTypeError,
+        NestingTooDeepError,
+        ProtectedKeyError,
+        ProvenanceError,
+        RunConflictError,
+        StorageFullError,
+        StoreInUseError,
+        UnknownSpecError,
+        UnsafePathError,
+        UnsupportedValueError,
+        WriterClosedError,
+    )
+    from ._names import RUN_SPEC
+    from ._values import ValueDescription

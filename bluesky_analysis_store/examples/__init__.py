@@ -1,0 +1,18 @@
+"""The demo and the example analyses."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..core._lazy import lazy_exports
+
+_EXPORTS = {
+    "ImageProfilePeak": "._analyses",
+    "normalize_and_bin": "._analyses",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from ._analyses import ImageProfilePeak, normalize_and_bin

@@ -1,0 +1,418 @@
+"""``AnalysisDevice``: an ophyd device that computes derived data when triggered.
+
+The values follow the rules of :func:`~bluesky_analysis_store.compose_analysis_run` (same value
+checks, same default writer per key); big values go to files through our writers, announced with
+StreamResource/StreamDatum (default) or Resource/Datum, the way area detectors announce theirs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import event_model
+from event_model.documents.stream_datum import StreamRange
+from ophyd import Device
+from ophyd.status import Status
+
+from ..compose._compose import (
+    AssetForm,
+    _data_key,
+    _default_writer,
+    _KeyPlan,
+    check_not_reserved,
+)
+from ..compose._writer_choice import KeyWriter, normalize_writers
+from ..core._errors import AnalysisInputError, AnalysisStoreError, StorageFullError
+from ..core._files import fsync_path, is_storage_full, storage_full_error
+from ..core._paths import check_name, contained_path
+from ..core._staging import StagedFiles
+from ..core._values import ValueDescription, describe_inline, short_repr, to_json_value
+from ..pairs._pairs import PairRegistry, default_registry
+from ..pairs._protocols import Writer
+
+#: HDF5 root attribute naming the run a file belongs to (the one compose_analysis_run writes).
+RUN_UID_ATTRIBUTE = "bluesky_analysis_store.run_uid"
+
+Asset = tuple[str, dict[str, Any]]
+
+
+@dataclass
+class _OpenFile:
+    """One key's file while the device is staged."""
+
+    writer: Writer
+    bundle: Any  # event-model's ComposeStreamResourceBundle or ComposeResourceBundle
+    temporary: Path
+    annotate: Callable[[str, Mapping[str, str]], None] | None
+    written: int = 0  # frames appended
+    announced: int = 0  # frames covered by the stream_datum documents collected so far
+
+
+class AnalysisDevice(Device):
+    """An ophyd device whose reading is computed: ``compute()`` runs at every trigger.
+
+    Use it in any bluesky plan, beside real detectors (``count([det, device])``,
+    ``scan([det, device], motor, ...)``). Small values travel inside the events; DataFrames, empty
+    arrays, arrays of more than 16 elements and complex values (or any key named in ``writers``) are
+    appended to one file per key, created at the first trigger after :meth:`stage` as
+    ``ROOT/RUN/NAME/KEY.SUFFIX`` under a temporary name and given their final name by
+    :meth:`unstage`. ``RUN`` is :attr:`run_uid` when a plan sets it (as
+    :func:`~bluesky_analysis_store.analyze` does), else a fresh UUID4 per staging.
+
+    Parameters
+    ----------
+    compute : callable
+        ``compute() -> {data_key: value}``: numbers, strings, numpy arrays, DataFrames, under
+        the rules of ``compose_analysis_run``. Every call must return the same keys, each with
+        the same dtype and shape, while the device is staged.
+    name : str
+        The device name; also a path segment: 1-128 characters from ``A-Z a-z 0-9 _ -``.
+    root : str or Path
+        Existing directory under which the files are written (for data read back through a
+        tiled store: ``store.root``).
+    writers : mapping, optional
+        ``{data_key: spec name, WriterHandlerPair or DBEP 6 writers_dict entry}``, as for
+        ``compose_analysis_run``, except that a DBEP 6 ``resource`` function is refused: the
+        device chooses its file paths itself.
+    registry : PairRegistry, optional
+        Where spec names are looked up (default: every installed pair).
+    asset_form : {"stream_resource", "resource"}
+        ``"stream_resource"`` (default): file keys are declared ``external="STREAM:"``, left out
+        of :meth:`read`, and announced with StreamResource/StreamDatum. ``"resource"``:
+        declared ``external="FILESTORE:"``, read as datum ids, announced with Resource/Datum.
+    **kwargs
+        Passed to :class:`ophyd.Device` (``kind``, ``parent``, ...).
+
+    Attributes
+    ----------
+    run_uid : str or None
+        Set by a plan before :meth:`stage` to file the run's data under its uid (and record the
+        uid in HDF5 files); cleared by :meth:`unstage`.
+    file_attributes : dict of str
+        String attributes written into each HDF5 file at :meth:`unstage` (e.g. the provenance
+        JSON), beside the run uid.
+    published : tuple of Path
+        The files given their final names by the last :meth:`unstage`.
+
+    Notes
+    -----
+    :meth:`describe` needs the keys and their shapes: when it is called before the first
+    trigger (bluesky itself describes after triggering), ``compute()`` is called once and its
+    result only described, never written. Trigger once per read: a read covers one new frame.
+    """
+
+    def __init__(
+        self,
+        compute: Callable[[], Mapping[str, Any]],
+        *,
+        name: str,
+        root: str | Path,
+        writers: Mapping[str, Any] | None = None,
+        registry: PairRegistry | None = None,
+        asset_form: AssetForm = "stream_resource",
+        **kwargs: Any,
+    ) -> None:
+        check_name(name, "AnalysisDevice name")  # it becomes a directory name
+        if not callable(compute):
+            raise AnalysisInputError(
+                f"AnalysisDevice {name!r}: compute={compute!r:.80} is not callable; give a "
+                "function returning {data_key: value}"
+            )
+        if asset_form not in ("stream_resource", "resource"):
+            raise AnalysisInputError(
+                f"AnalysisDevice {name!r}: asset_form={asset_form!r}; accepted: "
+                "'stream_resource' or 'resource'"
+            )
+        super().__init__(name=name, **kwargs)
+        # `root` is ophyd's name for a device's top ancestor: the directory is `file_root`.
+        self.file_root = Path(root)
+        self.registry = registry if registry is not None else default_registry()
+        self.writers: dict[str, KeyWriter] = normalize_writers(writers, self.registry)
+        for key, writer in self.writers.items():
+            if writer.resource_func is not None:
+                raise AnalysisInputError(
+                    f"AnalysisDevice {name!r}: writers[{key!r}] has a DBEP 6 'resource' "
+                    "function; the device names its files itself (ROOT/RUN/NAME/KEY.SUFFIX), so "
+                    "give a spec name, a WriterHandlerPair, or an entry without 'resource'"
+                )
+        self.asset_form: AssetForm = asset_form
+        self.run_uid: str | None = None
+        self.file_attributes: dict[str, str] = {}
+        self.published: tuple[Path, ...] = ()
+        self._compute = compute
+        self._plans: dict[str, _KeyPlan] | None = None  # learned by the first compute()
+        self._staged_files: StagedFiles | None = None  # None: not staged
+        self._writer_stack = contextlib.ExitStack()
+        self._directory = ""
+        self._open: dict[str, _OpenFile] = {}
+        self._assets: deque[Asset] = deque()
+        self._reading: dict[str, dict[str, Any]] | None = None
+        self._triggers = 0  # since staging
+
+    # -- values ------------------------------------------------------------------------------
+
+    def _where(self, key: str | None = None) -> str:
+        return f"AnalysisDevice {self.name!r}: compute()" + ("" if key is None else f"[{key!r}]")
+
+    def _describe_value(self, key: str, writer: KeyWriter | None, value: Any) -> ValueDescription:
+        describe = writer.describe if writer is not None else describe_inline
+        try:
+            return describe(value)
+        except AnalysisStoreError as error:
+            raise AnalysisInputError(f"{self._where(key)}: {error}") from None
+
+    def _learn(self, values: Mapping[str, Any]) -> dict[str, _KeyPlan]:
+        """Each key's writer (compose_analysis_run's choice) and description."""
+        unknown = sorted(set(self.writers) - set(values))
+        if unknown:
+            raise AnalysisInputError(
+                f"{self._where()}: writers names keys {unknown} that compute() does not return; "
+                f"it returns {sorted(values)}"
+            )
+        plans = {}
+        for key, value in values.items():
+            check_name(key, f"{self._where()}: data key")
+            check_not_reserved(key, self._where())
+            writer = self.writers.get(key) or _default_writer(value, self.registry)
+            description = self._describe_value(key, writer, value)
+            plans[key] = _KeyPlan(self.name, key, description, writer)
+        return plans
+
+    def _check(self, values: Any) -> dict[str, _KeyPlan]:
+        """Validate one compute() result completely, before anything is written."""
+        if not isinstance(values, Mapping) or not values:
+            raise AnalysisInputError(
+                f"{self._where()} must return a non-empty mapping {{data_key: value}}; got "
+                f"{short_repr(values)}"
+            )
+        if self._plans is None:
+            return self._learn(values)
+        if set(values) != set(self._plans):
+            missing = sorted(set(self._plans) - set(values))
+            extra = sorted(set(values) - set(self._plans))
+            raise AnalysisInputError(
+                f"{self._where()} returned keys {sorted(values)} but earlier {sorted(self._plans)}"
+                f" (missing {missing}, extra {extra}); every call must return the same keys"
+            )
+        for key, plan in self._plans.items():
+            this = self._describe_value(key, plan.writer, values[key])
+            if this != plan.description:
+                raise AnalysisInputError(
+                    f"{self._where(key)} has {this.summary()} but earlier values of {key!r} "
+                    f"had {plan.description.summary()}; a key keeps one dtype and shape (and "
+                    "table index) until the device is unstaged"
+                )
+        return self._plans
+
+    # -- files -------------------------------------------------------------------------------
+
+    def _open_file(self, plan: _KeyPlan, value: Any) -> _OpenFile:
+        assert plan.writer is not None
+        assert self._staged_files is not None
+        pair = plan.writer.pair
+        file_root = plan.writer.root or self.file_root
+        if not file_root.is_dir():
+            raise AnalysisInputError(
+                f"{self._where(plan.key)}: root {str(file_root)!r} is not an existing directory"
+            )
+        path = contained_path(file_root, f"{self._directory}/{self.name}/{plan.key}{pair.suffix}")
+        if path.exists():
+            raise AnalysisInputError(
+                f"{self._where(plan.key)}: {str(path)!r} already exists; files are never "
+                f"overwritten (run_uid {self.run_uid!r} used twice?)"
+            )
+        temporary = self._staged_files.stage(path, file_root)
+        kwargs = pair.resource_kwargs(value, plan.description)
+        writer = self._writer_stack.enter_context(pair.writer(str(temporary), **kwargs))
+        bundle: Any
+        if self.asset_form == "stream_resource":
+            # run_start, descriptor and seq_nums are filled in by the RunEngine's bundler.
+            bundle = event_model.ComposeStreamResource()(
+                mimetype=pair.mimetype,
+                uri=path.as_uri(),
+                data_key=plan.key,
+                parameters={**kwargs, "spec": pair.spec},  # tiled records the spec
+            )
+            self._assets.append(("stream_resource", bundle.stream_resource_doc))
+        else:
+            resolved_root = file_root.resolve()
+            bundle = event_model.ComposeResource(None)(
+                spec=pair.spec,
+                root=str(resolved_root),
+                resource_path=path.relative_to(resolved_root).as_posix(),
+                resource_kwargs=kwargs,
+            )
+            self._assets.append(("resource", bundle.resource_doc))
+        return _OpenFile(writer, bundle, temporary, pair.annotate)
+
+    @contextlib.contextmanager
+    def _typed_storage_errors(self) -> Iterator[None]:
+        """A full disk, quota or file size limit as :class:`StorageFullError`."""
+        try:
+            yield
+        except OSError as error:
+            if isinstance(error, AnalysisStoreError) or not is_storage_full(error):
+                raise
+            where = self.file_root / self._directory / self.name
+            raise storage_full_error(error, where, self.file_root, None) from error
+
+    # -- the bluesky interface ---------------------------------------------------------------
+
+    def stage(self) -> list[Any]:
+        """Start a new set of files (they are created at the first trigger).
+
+        Raises
+        ------
+        AnalysisStoreError
+            If the device is already staged.
+        AnalysisInputError
+            If ``root`` is not an existing directory.
+        """
+        if self._staged_files is not None:
+            raise AnalysisStoreError(
+                f"AnalysisDevice {self.name!r} is already staged; unstage it before staging again"
+            )
+        if not self.file_root.is_dir():
+            raise AnalysisInputError(
+                f"AnalysisDevice {self.name!r}: root {str(self.file_root)!r} is not an existing "
+                "directory"
+            )
+        if self.run_uid is not None:
+            check_name(self.run_uid, f"AnalysisDevice {self.name!r}: run_uid")
+        self._directory = self.run_uid or str(uuid.uuid4())
+        self._staged_files = StagedFiles()
+        self._reading = None
+        self._triggers = 0
+        return [self]
+
+    def unstage(self) -> list[Any]:
+        """Close, annotate, fsync and publish the files; idempotent.
+
+        HDF5 files get :attr:`file_attributes` and the run uid as root attributes; every file
+        then gets its final name, never replacing an existing file.
+        """
+        staged, self._staged_files = self._staged_files, None
+        files, self._open = self._open, {}
+        attributes = dict(self.file_attributes)
+        if self.run_uid is not None:
+            attributes[RUN_UID_ATTRIBUTE] = self.run_uid
+        self.run_uid, self._plans, self._reading = None, None, None
+        self._assets.clear()
+        if staged is None:
+            return [self]
+        try:
+            with self._typed_storage_errors():
+                self._writer_stack.close()
+                for file in files.values():
+                    if file.annotate is not None and attributes:
+                        file.annotate(str(file.temporary), attributes)
+                    fsync_path(file.temporary)  # our writers do; a third party's may not
+                self.published = tuple(staged.publish())
+        except BaseException:
+            staged.discard()
+            raise
+        return [self]
+
+    def trigger(self) -> Status:
+        """Call ``compute()``, check every value, append file values; a finished Status.
+
+        Raises
+        ------
+        AnalysisInputError
+            A value the rules refuse, or whose keys, dtype or shape differ from the first.
+        AnalysisStoreError
+            A value goes to a file but the device is not staged.
+        """
+        values = self._compute()
+        now = time.time()
+        plans = self._check(values)
+        if self._staged_files is None and any(p.writer is not None for p in plans.values()):
+            written = sorted(key for key, p in plans.items() if p.writer is not None)
+            raise AnalysisStoreError(
+                f"AnalysisDevice {self.name!r} writes {written} to files but is not staged; "
+                "stage it first (every bluesky plan stages its detectors)"
+            )
+        self._plans = plans
+        reading: dict[str, dict[str, Any]] = {}
+        for key, plan in plans.items():
+            value = values[key]
+            if plan.writer is None:
+                reading[key] = {"value": to_json_value(value), "timestamp": now}
+                continue
+            with self._typed_storage_errors():
+                file = self._open.get(key)
+                if file is None:
+                    file = self._open[key] = self._open_file(plan, value)
+            try:
+                with self._typed_storage_errors():
+                    datum_kwargs = file.writer(value)
+            except StorageFullError:
+                raise
+            except (AnalysisStoreError, TypeError, ValueError) as error:
+                raise AnalysisInputError(
+                    f"{self._where(key)}: writer {plan.writer.pair.spec!r} refused the value: "
+                    f"{error}"
+                ) from error
+            file.written += 1
+            if self.asset_form == "resource":
+                datum = file.bundle.compose_datum(datum_kwargs=datum_kwargs)
+                self._assets.append(("datum", datum))
+                reading[key] = {"value": datum["datum_id"], "timestamp": now}
+        self._reading = reading
+        self._triggers += 1
+        status = Status(obj=self)
+        status.set_finished()
+        return status
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """The data keys; before the first trigger, ``compute()`` runs once to learn them."""
+        if self._plans is None:
+            self._plans = self._check(self._compute())
+        return {key: _data_key(plan, self.asset_form) for key, plan in self._plans.items()}
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        """The last trigger's inline values (and datum ids in resource form).
+
+        Keys written to files in stream form are absent, as for ophyd-async detectors: their
+        values are reached through the StreamDatum documents.
+        """
+        if self._reading is None:
+            raise AnalysisStoreError(
+                f"AnalysisDevice {self.name!r} was read before it was triggered since staging; "
+                "its values are computed by trigger() (bluesky's trigger_and_read does both)"
+            )
+        return dict(self._reading)
+
+    def get_index(self) -> int:
+        """How many triggers (frames per file) since staging."""
+        return self._triggers
+
+    def collect_asset_docs(self, index: int | None = None) -> Iterator[Asset]:
+        """Yield the (stream) resource of each file once, then its datums not yet collected.
+
+        Parameters
+        ----------
+        index : int, optional
+            In stream form, announce frames up to this one (exclusive); default all written.
+        """
+        while self._assets:
+            yield self._assets.popleft()
+        if self.asset_form != "stream_resource":
+            return
+        for file in self._open.values():
+            stop = file.written if index is None else min(index, file.written)
+            if stop > file.announced:
+                yield (
+                    "stream_datum",
+                    file.bundle.compose_stream_datum(
+                        indices=StreamRange(start=file.announced, stop=stop)
+                    ),
+                )
+                file.announced = stop

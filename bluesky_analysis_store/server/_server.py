@@ -1,0 +1,194 @@
+"""``bas serve``: a tiled server for an analysis store, with keys and server-side provenance.
+
+* Every request needs a key (tiled's single-user API key): anonymous and wrong keys get 401,
+  on every route but server info, health and the web UI's static shell (tiled alone would let
+  anyone read array chunks through its zarr routes).
+* An optional read-only key may read (GET/HEAD) and gets 403 for anything else; it is turned
+  into the server's own key inside the process, after a constant-time comparison.
+* Keys given in a URL (``?api_key=``) are moved into the header before anything logs the URL.
+* The app is the store's own (:func:`._app.build_store_app`, the embedded store's too): a run
+  in the analysis container must carry valid provenance however it is created or changed, and
+  nothing outside the store is registered or served (HTTP 400/403, see :mod:`._tree_rules`).
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from ..core._environment import API_KEY_ENV, READ_KEY_ENV
+from ..core._errors import AnalysisStoreError
+from ..store._asgi import reply
+
+MIN_KEY_LENGTH = 16
+READ_METHODS = frozenset({"GET", "HEAD"})
+API_KEY_COOKIE = "tiled_api_key"
+#: Answer without a key (tiled's server info, health check, web UI shell, API schema); every
+#: other route needs the write or the read-only key.
+PUBLIC_ROUTES = frozenset(
+    {"/", "/api/v1", "/api/v1/", "/healthz", "/tiled-ui-settings", "/ui", "/openapi.json"}
+)
+
+
+def check_key(key: str | None, variable: str) -> str:
+    """Refuse an empty or weak key at start-up, naming the variable and what is accepted."""
+    if not key:
+        raise AnalysisStoreError(
+            f"${variable} is empty; set it to a random key of at least {MIN_KEY_LENGTH} letters "
+            "and digits, e.g. python -c 'import secrets; print(secrets.token_hex(32))'"
+        )
+    if len(key) < MIN_KEY_LENGTH or not key.isascii() or not key.isalnum():
+        raise AnalysisStoreError(
+            f"${variable} is too weak: use at least {MIN_KEY_LENGTH} ASCII letters and digits "
+            "(python -c 'import secrets; print(secrets.token_hex(32))')"
+        )
+    if len(set(key)) < 6:
+        raise AnalysisStoreError(f"${variable} repeats too few characters to be a real secret")
+    return key
+
+
+def _split_query(query: bytes) -> tuple[list[str], bytes]:
+    """``(api_key values, query without them)``; names are compared URL-decoded."""
+    from urllib.parse import unquote_plus
+
+    keys, kept = [], []
+    for part in query.split(b"&"):
+        if not part:
+            continue
+        name, _, value = part.partition(b"=")
+        if unquote_plus(name.decode("latin1")) == "api_key":
+            keys.append(unquote_plus(value.decode("latin1")))
+        else:
+            kept.append(part)
+    return keys, b"&".join(kept)
+
+
+def _header_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"authorization":
+            text = value.decode("latin1")
+            return text[7:] if text.lower().startswith("apikey ") else None
+    return None
+
+
+def _cookie_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    from http.cookies import CookieError, SimpleCookie
+
+    for name, value in headers:
+        if name == b"cookie":
+            try:
+                morsel = SimpleCookie(value.decode("latin1")).get(API_KEY_COOKIE)
+            except CookieError:
+                continue
+            if morsel is not None:
+                return morsel.value
+    return None
+
+
+def _is_public(path: str) -> bool:
+    """Routes that answer without a key: server info, health, the web UI's static pages."""
+    return path in PUBLIC_ROUTES or path.startswith("/ui/")
+
+
+def _same(given: str | None, key: bytes) -> bool:
+    """Constant-time comparison (of bytes: ``compare_digest`` refuses non-ASCII str)."""
+    return given is not None and secrets.compare_digest(given.encode("utf-8"), key)
+
+
+class KeyGuard:
+    """ASGI middleware in front of tiled: keys out of URLs, a read-only key.
+
+    * An ``api_key`` in the query string is moved into the ``Authorization`` header (tiled gives
+      the query precedence, so it replaces a header key) and removed from the query string *in
+      place*: the server's access log, which formats the same scope object, then never shows a
+      key even at debug level (and tiled does not copy it into a cookie).
+    * Deny by default: a request without the write or the read-only key gets 401, except on
+      :data:`PUBLIC_ROUTES`. tiled alone answers its zarr routes (array chunks, table columns)
+      and its GraphQL route without any key.
+    * A request carrying the read-only key is refused with 403 unless it is a GET or HEAD;
+      allowed requests continue with the server's own key, which never leaves the process.
+
+    Keys are compared with :func:`secrets.compare_digest`, in the order tiled reads them
+    (query, header, cookie).
+    """
+
+    def __init__(self, app: Any, write_key: str, read_key: str | None = None) -> None:
+        self.app = app
+        self._write_text = write_key
+        self._write = write_key.encode()
+        self._read = read_key.encode() if read_key else None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        keys, query = _split_query(scope.get("query_string", b""))
+        headers = list(scope.get("headers", []))
+        if keys:
+            headers = [(n, v) for n, v in headers if n != b"authorization"]
+            headers.append((b"authorization", f"Apikey {keys[0]}".encode()))
+            # in place, on purpose: the server logs this scope's query string
+            scope["query_string"] = query
+            scope["headers"] = headers
+        given = _header_key(headers)
+        if given is None:  # tiled falls back on the cookie, also behind a Bearer header
+            given = _cookie_key(headers)
+        method = scope.get("method", "GET")  # a websocket only reads
+        if self._read is not None and _same(given, self._read):
+            if method not in READ_METHODS:
+                await reply(send, 403, "this key is read-only: it may read but not write")
+                return
+            headers = [(n, v) for n, v in headers if n not in (b"authorization", b"cookie")]
+            headers.append((b"authorization", f"Apikey {self._write_text}".encode()))
+            scope["headers"] = headers
+        elif not _same(given, self._write) and not _is_public(scope["path"]):
+            # tiled itself lets a request without any key read its zarr routes and GraphQL
+            if scope["type"] == "websocket":
+                await receive()  # websocket.connect
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                await reply(send, 401, "a valid API key is required (header 'Apikey KEY')")
+            return
+        await self.app(scope, receive, send)
+
+
+def build_server_app(
+    directory: Path,
+    write_key: str,
+    *,
+    read_key: str | None = None,
+    catalog_uri: str | None = None,
+    tables_uri: str | None = None,
+) -> Any:
+    """The ASGI app of ``bas serve``: the store's app (:func:`._app.build_store_app`) behind
+    :class:`KeyGuard`."""
+    check_key(write_key, API_KEY_ENV)  # before the slow imports: refuse weak keys at once
+    if read_key is not None:
+        check_key(read_key, READ_KEY_ENV)
+        if secrets.compare_digest(read_key.encode(), write_key.encode()):
+            raise AnalysisStoreError(f"${READ_KEY_ENV} must differ from ${API_KEY_ENV}")
+    from tiled.config import Authentication
+
+    from ..store._app import build_store_app
+    from ..store._store import RUNS_CONTAINER, catalog_tree, embedded_tree, runs_container
+
+    directory = directory.resolve()
+    if catalog_uri is None:
+        from ..store._locks import hold_embedded_store
+
+        directory.mkdir(parents=True, exist_ok=True)
+        hold_embedded_store(directory)  # for the server's lifetime: DuckDB admits one process
+        tree = embedded_tree(directory)
+    else:
+        tree = catalog_tree(catalog_uri, directory, tables_uri=tables_uri)
+    # Create the runs container once, in process, before anyone connects.
+    from ..store._store import in_process_client
+
+    context, client = in_process_client(tree)
+    try:
+        runs_container(client, RUNS_CONTAINER)
+    finally:
+        context.close()
+    app = build_store_app(tree, authentication=Authentication(single_user_api_key=write_key))
+    return KeyGuard(app, write_key, read_key)

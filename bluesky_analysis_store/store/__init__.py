@@ -1,0 +1,38 @@
+"""The store: catalog setup and its tiled app, ``AnalysisStore``, queries, the lineage graph,
+locks, fsck and quarantine."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..core._lazy import lazy_exports
+
+_EXPORTS = {
+    "FsckReport": "._fsck",
+    "check_store": "._fsck",
+    "repair": "._fsck",
+    "AnalysisName": "._queries",
+    "AnalysisVersion": "._queries",
+    "ContentHash": "._queries",
+    "DerivedFrom": "._queries",
+    "ExitStatus": "._queries",
+    "LineageHash": "._queries",
+    "SampleUUID": "._queries",
+    "AnalysisStore": "._store",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from ._fsck import FsckReport, check_store, repair
+    from ._queries import (
+        AnalysisName,
+        AnalysisVersion,
+        ContentHash,
+        DerivedFrom,
+        ExitStatus,
+        LineageHash,
+        SampleUUID,
+    )
+    from ._store import AnalysisStore

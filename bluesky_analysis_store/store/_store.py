@@ -1,0 +1,684 @@
+"""``AnalysisStore``: a tiled catalog of analysis runs, embedded (SQLite) or served."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..compose._compose import AssetForm, ComposedRun, RunPlan, plan_analysis_run
+from ..core._errors import AnalysisStoreError, NotFoundError, RunConflictError
+from ..core._files import ClosingContext
+from ..insert._runs import stored_run
+from ..pairs._pairs import PairRegistry, default_registry
+from ..provenance._policy import ProvenancePolicy, enforce_provenance
+from ..provenance._provenance import Provenance
+from ..provenance._samples import MetadataPacket
+from ..provenance._start_metadata import start_metadata
+from ._lineage_graph import LineageGraph, build_lineage_graph
+from ._locks import (
+    create_lock_file,
+    hold_embedded_store,
+    lineage_lock,
+    release_embedded_store,
+)
+from ._queries import (
+    AnalysisName,
+    AnalysisVersion,
+    DerivedFrom,
+    ExitStatus,
+    LineageHash,
+    SampleUUID,
+)
+
+if TYPE_CHECKING:
+    from ..insert._insert import StorePipeline
+    from ..insert._spool import ReplayReport
+
+logger = logging.getLogger("bluesky_analysis_store.store")
+
+#: Name of the CatalogOfBlueskyRuns container that holds the analysis runs.
+RUNS_CONTAINER = "analysis"
+CATALOG_SPEC = ("CatalogOfBlueskyRuns", "3.0")
+
+
+def catalog_tree(
+    catalog_uri: str,
+    directory: Path,
+    *,
+    tables_uri: str | None = None,
+    initialize: bool = True,
+    read_only: bool = False,
+) -> Any:
+    """A tiled catalog adapter for an analysis store whose files live under ``directory``.
+
+    A store that was moved or copied has its catalog's recorded paths pointed into
+    ``directory``; one reached through another mount point reads its files there (see
+    :mod:`._relocation`).
+
+    Parameters
+    ----------
+    catalog_uri : str
+        ``sqlite+aiosqlite:///PATH`` or ``postgresql+asyncpg://USER@HOST:PORT/DB``.
+    directory : Path
+        Holds ``data/`` (tiled's own array storage) and ``files/`` (derived files, readable by
+        tiled); created if missing (resolved).
+    tables_uri : str, optional
+        tiled's table storage: ``duckdb:////ABS/PATH`` (default: ``DIRECTORY/tables.duckdb``)
+        or ``postgresql://USER@HOST:PORT/DB``.
+    initialize : bool
+        Create the catalog's tables if missing (tiled does it in a subprocess: seconds).
+    read_only : bool
+        Change nothing: a moved store's recorded paths are left (and its files unreadable).
+    """
+    from tiled.catalog import from_uri
+
+    from ._relocation import locate_store, relocate
+
+    if not read_only:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "data").mkdir(exist_ok=True)
+        (directory / "files").mkdir(exist_ok=True)
+    location = locate_store(directory, catalog_uri)
+    if location.moved and read_only:
+        logger.warning(
+            "the analysis store in %s records its files under %s, where they are no longer: "
+            "they cannot be read until the store is opened for writing once (`bas fsck "
+            "--repair` does), which points the recorded paths here",
+            directory,
+            location.recorded,
+        )
+    elif (location.moved or location.unrecorded) and not read_only:
+        relocate(catalog_uri, location)
+    return from_uri(
+        catalog_uri,
+        writable_storage=[
+            str(directory / "data"),
+            tables_uri or f"duckdb:///{directory / 'tables.duckdb'}",
+        ],
+        # the same directory reached by the paths the catalog records (another mount point)
+        readable_storage=[
+            str(directory / "files"),
+            *(str(alias / name) for alias in location.aliases for name in ("files", "data")),
+        ],
+        init_if_not_exists=initialize,
+    )
+
+
+def embedded_tree(directory: Path, *, read_only: bool = False) -> Any:
+    """The tiled catalog adapter of an embedded store in ``directory`` (created on first use).
+
+    Layout: ``catalog.db`` (SQLite), ``data/`` and ``tables.duckdb`` (tiled's own writable
+    storage), ``files/`` (derived files, readable by tiled). One process at a time may have it
+    open (DuckDB admits one): see :func:`hold_embedded_store`.
+    """
+    catalog = directory / "catalog.db"
+    return catalog_tree(
+        f"sqlite+aiosqlite:///{catalog}",
+        directory,
+        # tiled initializes in a subprocess that re-imports all of tiled: only when needed
+        initialize=not catalog.exists(),
+        read_only=read_only,
+    )
+
+
+def in_process_client(tree: Any) -> tuple[Any, Any]:
+    """``(context, client)`` of the store's tiled app on ``tree`` (the same app as ``bas
+    serve``'s, with its rules: see :func:`build_store_app`), served in process; close the
+    context."""
+    import logging
+
+    from tiled.client import Context, from_context
+
+    from ._app import build_store_app
+
+    logging.getLogger("tiled.server.app").setLevel(logging.WARNING)  # no version banner
+
+    with warnings.catch_warnings():
+        # starlette's test client (which carries in-process tiled) warns about httpx; harmless
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        # one request at a time: a DuckDB table storage shares one connection (see
+        # OneRequestAtATime); in process, nothing gains from more
+        context = Context.from_app(build_store_app(tree, one_request_at_a_time=True))
+    return context, from_context(context)
+
+
+def runs_container(client: Any, name: str = RUNS_CONTAINER, *, create: bool = True) -> Any:
+    """The ``CatalogOfBlueskyRuns`` container ``name`` under ``client``, created if missing
+    (``create=False``: an :class:`AnalysisStoreError` instead, and nothing is written)."""
+    from tiled.structures.core import Spec
+
+    if name in client:
+        container = client[name]
+        if not any(spec.name == CATALOG_SPEC[0] for spec in container.specs):
+            raise AnalysisStoreError(
+                f"{name!r} exists in the tiled catalog but is not a CatalogOfBlueskyRuns "
+                "container; bluesky queries would be silently ignored there"
+            )
+        return container
+    if not create:
+        raise AnalysisStoreError(
+            f"the tiled catalog has no container {name!r} and the store was opened read-only; "
+            "nothing has been saved there yet (opening it for writing creates it)"
+        )
+    return client.create_container(name, specs=[Spec(CATALOG_SPEC[0], version=CATALOG_SPEC[1])])
+
+
+def raw_container(client: Any, raw: str | Any, *, read_only: bool = False) -> Any:
+    """``open``'s raw catalog: a client as given, or the container named ``raw`` under
+    ``client`` (created if missing; read-only: None if missing, so nothing is written)."""
+    if not isinstance(raw, str):
+        return raw
+    if read_only and raw not in client:
+        return None
+    return runs_container(client, raw, create=not read_only)
+
+
+def remove_files(files: Sequence[Path], root: Path) -> None:
+    """Delete ``files`` and the directories under ``root`` they leave empty."""
+    for path in files:
+        path.unlink(missing_ok=True)
+        for directory in path.parents:
+            if directory == root or not directory.is_relative_to(root):
+                break
+            try:
+                directory.rmdir()
+            except OSError:  # not empty
+                break
+
+
+class AnalysisStore(ClosingContext):
+    """Analysis runs in a tiled catalog: save, insert documents, find, read back.
+
+    Build one with :meth:`open`. ``store.runs`` is the bluesky-tiled-plugins
+    ``CatalogOfBlueskyRuns`` client, so ``ScanID``, ``PartialUID``, ``TimeRange`` and
+    ``runs[-1]`` work unchanged.
+
+    Parameters
+    ----------
+    runs : CatalogOfBlueskyRuns client
+        The container holding the analysis runs.
+    root : Path
+        Where derived files are written; tiled must be able to read it.
+    registry : PairRegistry, optional
+        Writer/handler pairs (default: every installed pair).
+    raw : CatalogOfBlueskyRuns client, optional
+        The raw catalog, so :meth:`lineage` can name the raw runs analyses were derived from.
+    spool : Path, optional
+        A directory for the durable local spool: every document is written there before it is
+        inserted, and when the store cannot be reached the rest of the run stays there (the
+        caller is not interrupted) until :meth:`replay` (``bas replay``) inserts it.
+    embedded_directory : Path, optional
+        The directory of an embedded store, held by this process until :meth:`close`
+        (:meth:`open` sets it).
+    read_only : bool
+        Write nothing (see :meth:`open`): ``save``, ``insert`` and ``replay`` raise.
+    """
+
+    def __init__(
+        self,
+        runs: Any,
+        root: str | Path,
+        *,
+        registry: PairRegistry | None = None,
+        raw: Any = None,
+        context: Any = None,
+        spool: str | Path | None = None,
+        embedded_directory: Path | None = None,
+        read_only: bool = False,
+    ) -> None:
+        self.runs = runs
+        self.raw = raw
+        self.root = Path(root).resolve()
+        self.registry = registry if registry is not None else default_registry()
+        self._context = context
+        self._insert_lock = threading.Lock()  # a LiveAnalysis worker and the RunEngine share it
+        self._embedded_directory = embedded_directory
+        self.spool = Path(spool).resolve() if spool is not None else None
+        self._inserter = self._pipeline(self.spool)
+        self.read_only = read_only
+        if not read_only:  # read-only writes nothing, not even the lock file
+            create_lock_file(self.root)  # now, so that no save (even a refused one) creates it
+            if self.spool is not None:  # so that `bas fsck` knows it (see register_spool)
+                from ..insert._spool import register_spool
+
+                register_spool(self.root, self.spool)
+
+    def _pipeline(self, spool: Path | None) -> StorePipeline:
+        """A fresh document pipeline into ``runs``: per run, provenance required, the spool
+        (if any), idempotence, the document gate and a TiledWriter."""
+        from ..insert._insert import StorePipeline
+        from ..insert._tiled_writer import WriterFactory
+
+        make_writer = WriterFactory(self.runs, self.registry)
+        return StorePipeline(self.runs, make_writer, spool=spool)
+
+    @classmethod
+    def open(
+        cls,
+        target: str | Path | Any,
+        api_key: str | None = None,
+        *,
+        root: str | Path | None = None,
+        registry: PairRegistry | None = None,
+        raw: str | Any = None,
+        spool: str | Path | bool | None = None,
+        read_only: bool = False,
+    ) -> AnalysisStore:
+        """Open (or create) an analysis store.
+
+        Parameters
+        ----------
+        target : path, URI or tiled client
+            A directory: the embedded default (SQLite catalog, local files, in-process, no
+            server; created on first use and reopened with everything still there). An
+            ``http(s)://`` URI: a tiled server (``bas serve``). A tiled client or container.
+        api_key : str, optional
+            For a server; never stored in documents or files.
+        root : path, optional
+            Where derived files go. Default for a directory: ``DIRECTORY/files``. Required for a
+            server or a client: a directory that the server lists in its readable storage.
+        registry : PairRegistry, optional
+            Writer/handler pairs (default: every installed pair).
+        raw : str or client, optional
+            The raw catalog: a client, or the name of a ``CatalogOfBlueskyRuns`` container in
+            the same tiled tree (created if missing), e.g. ``"raw"`` for an embedded session.
+        spool : path or bool, optional
+            The durable local spool (see :class:`AnalysisStore`). Default: ``ROOT/.bas-spool``
+            for a server or a client, none for an embedded store (in-process: nothing to lose
+            the connection to). ``False``: no spool.
+        read_only : bool
+            Create nothing: no store directory, no container (a missing raw catalog is None),
+            no lock file; ``save``, ``insert`` and ``replay`` raise. Works with the read-only
+            key of ``bas serve``.
+        """
+        if isinstance(target, str | Path) and not str(target).startswith(("http://", "https://")):
+            directory = Path(target).resolve()
+            from ._containment import embedded_files_root
+
+            files = embedded_files_root(directory, root)  # the store serves nothing outside
+            if read_only and not (directory / "catalog.db").is_file():
+                raise AnalysisStoreError(
+                    f"no analysis store in {directory} (no catalog.db); nothing was created "
+                    "(the store was opened read-only)"
+                )
+            directory.mkdir(parents=True, exist_ok=True)
+            hold_embedded_store(directory)
+            try:
+                context, client = in_process_client(embedded_tree(directory, read_only=read_only))
+            except BaseException:
+                release_embedded_store(directory)
+                raise
+            try:
+                runs = runs_container(client, create=not read_only)
+                raw_runs = raw_container(client, raw, read_only=read_only)
+            except BaseException:
+                context.close()
+                release_embedded_store(directory)
+                raise
+            return cls(
+                runs,
+                files,
+                registry=registry,
+                raw=raw_runs,
+                context=context,
+                spool=spool if isinstance(spool, str | Path) else None,
+                embedded_directory=directory,
+                read_only=read_only,
+            )
+        if root is None:
+            raise AnalysisStoreError(
+                "root= is required for a served store: a directory the tiled server can read "
+                "(one of its readable_storage paths), where derived files are written"
+            )
+        context = None
+        if isinstance(target, str):
+            from tiled.client import from_uri
+
+            client = from_uri(target, api_key=api_key)
+            context = client.context  # ours to close
+        else:
+            client = target
+        if spool is None or spool is True:
+            from ..insert._spool import SPOOL_DIRECTORY
+
+            spool = Path(root) / SPOOL_DIRECTORY
+        return cls(
+            runs_container(client, create=not read_only),
+            root,
+            registry=registry,
+            raw=raw_container(client, raw, read_only=read_only),
+            context=context,
+            spool=spool or None,
+            read_only=read_only,
+        )
+
+    def save(
+        self,
+        data_dicts: Sequence[Mapping[str, Mapping[str, Any]]],
+        md: Mapping[str, Any],
+        *,
+        provenance: Provenance | Mapping[str, Any] | None,
+        writers: Mapping[str, Any] | None = None,
+        policy: ProvenancePolicy | None = None,
+        packet: MetadataPacket | None = None,
+        asset_form: AssetForm = "stream_resource",
+        uid: str | None = None,
+        event_pages: bool = True,
+        new_version: bool = False,
+    ) -> str:
+        """Compose an analysis run (files + documents), insert it, and return its uid.
+
+        Arguments are those of :func:`compose_analysis_run` (events go in as event pages by
+        default); files go under the store's root. If the run cannot be inserted at all, its
+        files are removed again.
+
+        Saving again what is already saved (the same lineage hash and the same content hash,
+        in a complete run) returns the existing run's uid and writes nothing. The same lineage
+        with different content (the analysis changed but kept its version, or the metadata
+        differs) raises :class:`RunConflictError` and writes nothing, unless
+        ``new_version=True``, which saves another run of the lineage. Processes and threads
+        sharing the store's root take a lock per lineage, so concurrent saves of one lineage
+        make exactly one run.
+        """
+        self._check_writable("save")
+        plan = plan_analysis_run(
+            data_dicts,
+            md,
+            root=self.root,
+            writers=writers,
+            registry=self.registry,
+            asset_form=asset_form,
+            uid=uid,
+            provenance=provenance,
+            policy=policy,
+            packet=packet,
+            event_pages=event_pages,
+        )
+        with lineage_lock(self.root, plan.lineage_hash):
+            if not new_version and (existing := self._saved_while_reachable(plan)) is not None:
+                plan.done()
+                return existing
+            run = plan.write()
+            if uid is None:  # a new UUID4: no run can have it
+                self._inserter.expect_new(run.uid)
+            try:
+                for name, doc in run:
+                    self.insert(name, doc)
+            except Exception:
+                self._take_back(run)
+                raise
+        return run.uid
+
+    def _take_back(self, run: ComposedRun) -> None:
+        """A save failed halfway (refused, not unreachable): remove what it made, so that
+        nothing of it is left; what cannot be removed stays incomplete, for ``bas fsck``."""
+        from ._fsck import delete_run
+
+        if self._inserter.created(run.uid):  # its node is this save's own
+            try:
+                delete_run(self.runs[run.uid])
+            except Exception as error:  # e.g. a key without the delete scope
+                logger.warning("could not delete the half-saved run %s: %s", run.uid, error)
+        self._inserter.discard(run.uid)  # and its spool file
+        if stored_run(self.runs, run.uid) is None:  # nothing refers to the files: take back
+            remove_files(run.files, self.root)
+
+    def _saved_while_reachable(self, plan: RunPlan) -> str | None:
+        """:meth:`_already_saved`; with a spool, an unreachable store cannot tell, and the run
+        is saved into the spool (the check is then best effort)."""
+        if self.spool is not None and self._inserter.offline:
+            return None  # unreachable moments ago: do not wait for it again
+        try:
+            return self._already_saved(plan)
+        except Exception as error:
+            from ..insert._spool import is_unreachable
+
+            if self.spool is None or not is_unreachable(error):
+                raise
+            self._inserter.mark_unreachable()  # the run's documents go straight to the spool
+            logger.warning(
+                "the analysis store cannot be reached to check lineage %s; saving run %s to "
+                "the spool",
+                plan.lineage_hash,
+                plan.uid,
+            )
+            return None
+
+    def _already_saved(self, plan: RunPlan) -> str | None:
+        """The uid of a complete run holding exactly what ``plan`` would save, or None;
+        :class:`RunConflictError` if complete runs of its lineage hold something else."""
+        # one request: the complete runs of the lineage with their start documents (few)
+        saved = self.search(LineageHash(plan.lineage_hash), ExitStatus("success")).items()
+        contents = {uid: run.metadata["start"].get("content_hash") for uid, run in saved}
+        same = [uid for uid, content in contents.items() if content == plan.content_hash]
+        if same:
+            logger.info(
+                "run %s already holds lineage %s with the same content; not saved again",
+                same[0],
+                plan.lineage_hash,
+            )
+            return same[0]
+        others = list(contents)
+        if others:
+            raise RunConflictError(
+                f"lineage {plan.lineage_hash} (analysis {plan.start['analysis_name']!r} version "
+                f"{plan.start['analysis_version']!r}, same parameters and parents) is already "
+                f"saved as run(s) {', '.join(others[:3])}{' ...' if len(others) > 3 else ''} "
+                "with different data or metadata (content_hash differs); nothing was written. "
+                "If the analysis changed, give it a new version; to keep both results, save "
+                "with new_version=True"
+            )
+        return None
+
+    def _check_writable(self, action: str) -> None:
+        if self.read_only:
+            raise AnalysisStoreError(
+                f"cannot {action}: this store was opened read-only (read_only=True); nothing "
+                "was written"
+            )
+
+    def insert(self, name: str, doc: dict[str, Any]) -> None:
+        """Insert one document (subscribe this to a RunEngine: ``RE.subscribe(store.insert)``).
+
+        Idempotent: a run already in the store, sent again unchanged, is skipped; the same uid
+        with a different start or stop document raises :class:`RunConflictError`. With a spool,
+        a store that cannot be reached raises nothing: the run goes to the spool.
+        """
+        self._check_writable("insert")
+        with self._insert_lock:
+            self._inserter(name, doc)
+
+    def replay(self) -> ReplayReport:
+        """Insert the runs waiting in the spool (see ``bas replay``) and return what was done.
+
+        A run that was half inserted when the store went away is deleted and inserted again
+        whole. Runs still being written, and spool files without a stop document, are left
+        alone.
+        """
+        from ..insert._spool import replay_spool
+
+        self._check_writable("replay")
+        if self.spool is None:
+            raise AnalysisStoreError(
+                "this store has no spool: open it with spool=DIRECTORY (a served store's "
+                "default is ROOT/.bas-spool)"
+            )
+        from ._fsck import delete_run
+
+        return replay_spool(
+            self.spool,
+            self.runs,
+            lambda: self._pipeline(None),
+            lambda uid: delete_run(self.runs[uid]),
+        )
+
+    def __getitem__(self, key: Any) -> Any:
+        """A run by full or partial uid (or ``-1`` for the latest)."""
+        return self.runs[key]
+
+    def __contains__(self, uid: object) -> bool:
+        if isinstance(uid, str) and len(uid) == 36:  # a full uid: one exact lookup
+            return stored_run(self.runs, uid) is not None
+        try:
+            return uid in self.runs
+        except ValueError:  # bluesky-tiled-plugins: a partial uid shorter than 5 characters
+            return False
+
+    def __len__(self) -> int:
+        # tiled's client caches a container's length for a second; a count asked for right
+        # after a save must include it
+        if getattr(self.runs, "_cached_len", None) is not None:
+            self.runs._cached_len = None
+        return len(self.runs)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.runs)
+
+    def search(self, *queries: Any) -> Any:
+        """Runs matching every query (tiled queries, bluesky queries, or ours)."""
+        result = self.runs
+        for query in queries:
+            result = result.search(query)
+        return result
+
+    def _finished(self, *queries: Any, include_incomplete: bool) -> list[str]:
+        if not include_incomplete:
+            queries = (*queries, ExitStatus("success"))
+        # not list(...): it would ask the server for the length first, a request of its own
+        return [uid for uid in self.search(*queries)]
+
+    def derived_from(
+        self, uid: str, *, recursive: bool = False, include_incomplete: bool = False
+    ) -> list[str]:
+        """Uids of the analysis runs whose parents include ``uid`` (its whole subtree if
+        ``recursive``), breadth first, each once.
+
+        Only runs whose stop document says ``exit_status == "success"`` are listed, unless
+        ``include_incomplete``: failed analyses (see :meth:`failed_analyses`) and runs still
+        being written (or cut off) are hidden.
+        """
+        found: list[str] = []
+        frontier = [uid]
+        seen = {uid}
+        while frontier:
+            children = [
+                child
+                for parent in frontier
+                for child in self._finished(
+                    DerivedFrom(parent), include_incomplete=include_incomplete
+                )
+                if child not in seen
+            ]
+            children = list(dict.fromkeys(children))
+            seen.update(children)
+            found.extend(children)
+            frontier = children if recursive else []
+        return found
+
+    def with_lineage(self, lineage_hash: str, *, include_incomplete: bool = False) -> list[str]:
+        """Uids of the (complete) runs with this lineage hash (already computed?)."""
+        return self._finished(LineageHash(lineage_hash), include_incomplete=include_incomplete)
+
+    def of_sample(self, sample_uuid: str, *, include_incomplete: bool = False) -> list[str]:
+        """Uids of the (complete) runs about one sample."""
+        return self._finished(SampleUUID(sample_uuid), include_incomplete=include_incomplete)
+
+    def by_analysis(
+        self, name: str, version: str | None = None, *, include_incomplete: bool = False
+    ) -> list[str]:
+        """Uids of the (complete) runs of an analysis (and version)."""
+        queries = [AnalysisName(name)] + ([AnalysisVersion(version)] if version else [])
+        return self._finished(*queries, include_incomplete=include_incomplete)
+
+    def record_failure(
+        self,
+        provenance: Provenance | Mapping[str, Any],
+        reason: str,
+        *,
+        md: Mapping[str, Any] | None = None,
+        policy: ProvenancePolicy | None = None,
+    ) -> str:
+        """Record that an analysis failed on its parents: a run with no data whose stop
+        document says ``exit_status="fail"`` and ``reason``. Returns its uid.
+
+        The start document carries the provenance (so the same queries find it), which is how
+        :meth:`failed_analyses` and :meth:`missing_analysis` answer "which runs lack their
+        analysis, and why". Queries for results hide it.
+        """
+        import event_model
+
+        policy = policy if policy is not None else ProvenancePolicy()
+        metadata = start_metadata(md or {}, enforce_provenance(provenance, policy), policy)
+        bundle = event_model.compose_run(metadata=metadata)
+        stop = bundle.compose_stop(exit_status="fail", reason=reason)
+        self.insert("start", dict(bundle.start_doc))
+        self.insert("stop", dict(stop))
+        return str(bundle.start_doc["uid"])
+
+    def failed_analyses(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The recorded analysis failures (of analysis ``name``, or all): for each, the record's
+        ``uid``, ``analysis_name``, ``analysis_version``, ``parent_uids`` and ``reason``."""
+        queries = [ExitStatus("fail")] + ([AnalysisName(name)] if name else [])
+        failures = []
+        for uid, run in self.search(*queries).items():
+            start, stop = run.metadata["start"], run.metadata.get("stop") or {}
+            failures.append(
+                {
+                    "uid": uid,
+                    "analysis_name": start.get("analysis_name"),
+                    "analysis_version": start.get("analysis_version"),
+                    "parent_uids": list(start.get("parent_uids", [])),
+                    "reason": stop.get("reason", ""),
+                }
+            )
+        return failures
+
+    def missing_analysis(
+        self, name: str, raw_uids: Iterable[str] | None = None, *, version: str | None = None
+    ) -> list[str]:
+        """Which of ``raw_uids`` (default: every run of the raw catalog) have no complete run
+        of analysis ``name`` (and ``version``) derived from them, in the given order."""
+        if raw_uids is None:
+            if self.raw is None:
+                raise AnalysisStoreError(
+                    "missing_analysis needs raw_uids=... or a store opened with raw=..."
+                )
+            raw_uids = list(self.raw)
+        analysed = {
+            parent
+            for uid in self.by_analysis(name, version)
+            for parent in self.runs[uid].metadata["start"].get("parent_uids", [])
+        }
+        return [uid for uid in raw_uids if uid not in analysed]
+
+    def start_document(self, uid: str) -> dict[str, Any] | None:
+        """The start document of ``uid`` from the analysis or the raw catalog, or None."""
+        for catalog in (self.runs, self.raw):
+            if catalog is not None and uid in catalog:
+                return dict(catalog[uid].metadata["start"])
+        return None
+
+    def lineage(self, uid: str) -> LineageGraph:
+        """The provenance graph around ``uid``: ancestors (analysis and raw) and descendants.
+
+        ``graph.as_text()`` prints a tree; ``graph.write_svg(path)`` draws a picture.
+        """
+        start = self.start_document(uid)  # also resolves a partial uid
+        if start is None:
+            raise NotFoundError(f"no run {uid!r} in the analysis store or its raw catalog")
+        return build_lineage_graph(start["uid"], self.start_document, self.derived_from)
+
+    def close(self) -> None:
+        """Release what :meth:`open` opened: the in-process server or the HTTP connections
+        (runs still open in the spool keep their files there, for replay)."""
+        self._inserter.close()
+        if self._embedded_directory is not None:
+            release_embedded_store(self._embedded_directory)
+            self._embedded_directory = None
+        if self._context is not None:
+            self._context.close()
+            self._context = None
