@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import copy
-import functools
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import event_model
 from event_model.documents.stream_datum import StreamRange
@@ -16,38 +15,30 @@ from event_model.documents.stream_datum import StreamRange
 from ..core._documents import validate_document
 from ..core._errors import AnalysisInputError, AnalysisStoreError, UnsafePathError
 from ..core._files import is_storage_full, storage_full_error, value_bytes
-from ..core._paths import check_name, contained_path
+from ..core._paths import contained_path
 from ..core._staging import StagedFiles
-from ..core._values import ValueDescription, describe_inline, short_repr, to_json_value
+from ..core._values import short_repr, to_json_value
 from ..pairs._pairs import PairRegistry, default_registry
 from ..provenance._content import content_hash
 from ..provenance._policy import ProvenancePolicy, enforce_provenance
-from ..provenance._provenance import Provenance, canonical_json
+from ..provenance._provenance import Provenance
 from ..provenance._samples import MetadataPacket
 from ..provenance._start_metadata import PROVENANCE_KEYS, start_metadata
-from ._writer_choice import KeyWriter, normalize_writers
-
-AssetForm = Literal["stream_resource", "resource"]
-
-
-@functools.cache
-def tiled_writer_limits() -> tuple[frozenset[str], int]:
-    """``(reserved data keys, inline array limit)``: TiledWriter's ``RESERVED_DATA_KEYS`` (its
-    own table columns) and ``MAX_ARRAY_SIZE`` (arrays larger than this go to a file by
-    default). Imported on first use: bluesky-tiled-plugins takes seconds to import."""
-    from bluesky_tiled_plugins.writing.tiled_writer import MAX_ARRAY_SIZE, RESERVED_DATA_KEYS
-
-    return frozenset(RESERVED_DATA_KEYS), int(MAX_ARRAY_SIZE)
-
-
-def check_not_reserved(key: str, where: str) -> None:
-    """Refuse a data key TiledWriter reserves for its event table."""
-    reserved = tiled_writer_limits()[0]
-    if key in reserved:
-        raise AnalysisInputError(
-            f"{where}: data key {key!r} is reserved for the event table; rename it "
-            f"(reserved: {sorted(reserved)})"
-        )
+from ._keys import (
+    RUN_UID_ATTRIBUTE,
+    AssetForm,
+    KeyPlan,
+    Streams,
+    check_asset_form,
+    check_new_file,
+    check_root,
+    compose_asset,
+    data_key,
+    plan_data_dicts,
+    provenance_attributes,
+    refused_value,
+    where_in_data_dicts,
+)
 
 
 @dataclass(frozen=True)
@@ -79,161 +70,18 @@ class ComposedRun:
         return len(self.documents)
 
 
-@dataclass
-class _KeyPlan:
-    stream: str
-    key: str
-    description: ValueDescription
-    writer: KeyWriter | None = None  # None: the value travels inside the event
-    path: Path | None = None
-    root: Path | None = None
-    resource_kwargs: dict[str, Any] | None = None
-    datum_kwargs: list[dict[str, Any]] | None = None
-
-
-def _where(n: int | None, stream: str, key: str | None = None) -> str:
-    head = "data_dicts" if n is None else f"data_dicts[{n}]"
-    return f"{head}[{stream!r}]" + ("" if key is None else f"[{key!r}]")
-
-
-def _streams(data_dicts: Any) -> dict[str, list[tuple[int, Mapping[str, Any]]]]:
-    """Group the entries by stream, keeping each entry's position for error messages."""
-    if not isinstance(data_dicts, Sequence) or isinstance(data_dicts, str | bytes):
-        raise AnalysisInputError(
-            "data_dicts must be a list of {stream_name: {data_key: value}} mappings; "
-            f"got {type(data_dicts).__name__}"
-        )
-    streams: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
-    for n, entry in enumerate(data_dicts):
-        if not isinstance(entry, Mapping):
-            raise AnalysisInputError(
-                f"data_dicts[{n}] must map stream names to {{data_key: value}}; "
-                f"got {short_repr(entry)}"
-            )
-        for stream, data in entry.items():
-            check_name(stream, f"data_dicts[{n}]: stream name")
-            if not isinstance(data, Mapping) or not data:
-                raise AnalysisInputError(
-                    f"{_where(n, stream)} must be a non-empty mapping of data keys to values; "
-                    f"got {short_repr(data)}"
-                )
-            # names are checked in full once per stream; a key that is no string would break
-            # the comparisons (and the error messages) before that
-            for key in data:
-                if not isinstance(key, str):
-                    check_name(key, f"{_where(n, stream)}: data key")
-            streams.setdefault(stream, []).append((n, data))
-    if not streams:
-        raise AnalysisInputError("data_dicts holds no data; give at least one stream")
-    return streams
-
-
-def _default_writer(value: Any, registry: PairRegistry) -> KeyWriter | None:
-    """Where a key named in no ``writers`` entry goes: a DataFrame, a big or an empty array to a
-    file."""
-    kind = type(value).__name__
-    if kind == "DataFrame":
-        return KeyWriter(pair=registry["BAS_TABLE_HDF5"])
-    size = getattr(value, "size", 1)
-    is_complex = getattr(getattr(value, "dtype", None), "kind", "") == "c" or isinstance(
-        value, complex
-    )
-    # An empty array goes to a file too: tiled keeps it in the event table, read back as text.
-    big_or_empty = size > tiled_writer_limits()[1] or size == 0
-    if (getattr(value, "ndim", 0) and big_or_empty) or is_complex:
-        return KeyWriter(pair=registry["BAS_HDF5"])
-    return None
-
-
-def _plan_stream(
-    stream: str,
-    entries: list[tuple[int, Mapping[str, Any]]],
-    writers: dict[str, KeyWriter],
-    registry: PairRegistry,
-) -> list[_KeyPlan]:
-    first_n, first = entries[0]
-    keys = list(first)
-    for n, data in entries[1:]:
-        if set(data) != set(keys):
-            missing, extra = sorted(set(keys) - set(data)), sorted(set(data) - set(keys))
-            raise AnalysisInputError(
-                f"{_where(n, stream)} has keys {sorted(data)} but {_where(first_n, stream)} has "
-                f"{sorted(keys)} (missing {missing}, extra {extra}); every entry of a stream "
-                "must carry the same data keys"
-            )
-    plans = []
-    for key in keys:
-        check_name(key, f"{_where(first_n, stream)}: data key")
-        check_not_reserved(key, _where(first_n, stream))
-        writer = writers.get(key) or _default_writer(first[key], registry)
-        describe = writer.describe if writer else describe_inline
-        description = None
-        for n, data in entries:
-            try:
-                this = describe(data[key])
-            except AnalysisStoreError as error:
-                raise AnalysisInputError(f"{_where(n, stream, key)}: {error}") from None
-            if description is None:
-                description = this
-            elif this != description:
-                raise AnalysisInputError(
-                    f"{_where(n, stream, key)} has {this.summary()} but "
-                    f"{_where(first_n, stream, key)} has {description.summary()}; a key keeps "
-                    "one dtype and shape (and table index) within a stream"
-                )
-        assert description is not None
-        plans.append(_KeyPlan(stream, key, description, writer))
-    return plans
-
-
-def plan_streams(
-    streams: dict[str, list[tuple[int, Mapping[str, Any]]]],
-    writers: dict[str, KeyWriter],
-    registry: PairRegistry,
-) -> dict[str, list[_KeyPlan]]:
-    """Plan every stream's keys; a key name is written to a file in every stream or in none.
-
-    TiledWriter keeps one kind per data key name in a run: a key external in one stream and
-    inside the events in another breaks the second stream's descriptor (refused by tiled, the
-    run left half written). It is refused here, before anything is written.
-    """
-    plans = {
-        stream: _plan_stream(stream, entries, writers, registry)
-        for stream, entries in streams.items()
-    }
-    kinds: dict[str, tuple[str, bool]] = {}
-    for stream, stream_plans in plans.items():
-        for plan in stream_plans:
-            written = plan.writer is not None
-            first_stream, first_written = kinds.setdefault(plan.key, (stream, written))
-            if first_written != written:
-                where_file, where_event = (
-                    (first_stream, stream) if first_written else (stream, first_stream)
-                )
-                raise AnalysisInputError(
-                    f"data key {plan.key!r} is written to a file in stream {where_file!r} but "
-                    f"travels inside the events of stream {where_event!r}; a run keeps one kind "
-                    "per key name (tiled's TiledWriter): rename one of them, or name a writer "
-                    f"for {plan.key!r} in writers= so that every stream writes it to a file"
-                )
-    return plans
-
-
-def _place_files(plans: list[_KeyPlan], start: dict[str, Any], root: Path | None) -> None:
+def _place_files(plans: list[KeyPlan], start: dict[str, Any], root: Path | None) -> None:
     """Decide each written key's root, path and resource kwargs; check containment."""
     for plan in plans:
         if plan.writer is None:
             continue
-        where = _where(None, plan.stream, plan.key)
+        where = where_in_data_dicts(None, plan.stream, plan.key)
         plan.root = plan.writer.root or root
         if plan.root is None:
             raise AnalysisInputError(
                 f"{where} is written to a file but no root was given; pass root=DIRECTORY"
             )
-        if not plan.root.is_dir():
-            raise AnalysisInputError(
-                f"{where}: root {str(plan.root)!r} is not an existing directory"
-            )
+        check_root(plan.root, where)
         if plan.writer.resource_func is not None:
             docs = {"start": copy.deepcopy(start), "stream_name": plan.stream}
             try:
@@ -263,15 +111,12 @@ def _place_files(plans: list[_KeyPlan], start: dict[str, Any], root: Path | None
             plan.path = contained_path(plan.root, relative)
         except UnsafePathError as error:
             raise UnsafePathError(f"{where}: {error}") from None
-        if plan.path.exists():
-            raise AnalysisInputError(
-                f"{where}: {str(plan.path)!r} already exists; files are never overwritten"
-            )
+        check_new_file(plan.path, where)
 
 
 def _write_files(
-    plans: list[_KeyPlan],
-    streams: dict[str, list[tuple[int, Mapping[str, Any]]]],
+    plans: list[KeyPlan],
+    streams: Streams,
     staged: StagedFiles,
     attributes: Mapping[str, str],
 ) -> None:
@@ -288,7 +133,7 @@ def _write_files(
 
 
 def _write_file(
-    plan: _KeyPlan,
+    plan: KeyPlan,
     entries: list[tuple[int, Mapping[str, Any]]],
     staged: StagedFiles,
     attributes: Mapping[str, str],
@@ -306,8 +151,9 @@ def _write_file(
     try:
         opened = plan.writer.pair.writer(str(temporary), **plan.resource_kwargs)
     except (TypeError, ValueError) as error:
+        where = where_in_data_dicts(None, plan.stream, plan.key)
         raise AnalysisInputError(
-            f"{_where(None, plan.stream, plan.key)}: writer {plan.writer.pair.spec!r} cannot "
+            f"{where}: writer {plan.writer.pair.spec!r} cannot "
             f"be opened with resource kwargs {short_repr(plan.resource_kwargs, 120)}: {error}"
         ) from None
     with opened as writer:
@@ -315,34 +161,23 @@ def _write_file(
             try:
                 plan.datum_kwargs.append(writer(data[plan.key]))
             except (AnalysisStoreError, TypeError, ValueError) as error:
-                raise AnalysisInputError(
-                    f"{_where(n, plan.stream, plan.key)}: writer "
-                    f"{plan.writer.pair.spec!r} refused the value: {error}"
-                ) from error
+                where = where_in_data_dicts(n, plan.stream, plan.key)
+                raise refused_value(where, plan.writer, error) from error
     if plan.writer.pair.annotate is not None:
         plan.writer.pair.annotate(str(temporary), attributes)
-
-
-def _data_key(plan: _KeyPlan, asset_form: AssetForm) -> dict[str, Any]:
-    data_key = plan.description.as_data_key(source="analysis")
-    if plan.writer is not None:
-        data_key["external"] = "STREAM:" if asset_form == "stream_resource" else "FILESTORE:"
-    elif plan.description.dtype == "string":
-        del data_key["dtype_numpy"]
-    return data_key
 
 
 def _stream_documents(
     bundle: Any,
     stream: str,
     entries: list[tuple[int, Mapping[str, Any]]],
-    plans: list[_KeyPlan],
+    plans: list[KeyPlan],
     asset_form: AssetForm,
     now: float,
     event_pages: bool,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     descriptor = bundle.compose_descriptor(
-        name=stream, data_keys={p.key: _data_key(p, asset_form) for p in plans}, time=now
+        name=stream, data_keys={p.key: data_key(p, asset_form) for p in plans}, time=now
     )
     yield "descriptor", descriptor.descriptor_doc
     written = [p for p in plans if p.writer is not None]
@@ -352,16 +187,18 @@ def _stream_documents(
         assert plan.path is not None
         assert plan.root is not None
         assert plan.datum_kwargs is not None
-        kwargs = plan.resource_kwargs or {}
+        name, document, resource = compose_asset(
+            bundle.compose_stream_resource,
+            bundle.compose_resource,
+            asset_form,
+            plan.writer.pair,
+            plan.key,
+            plan.path,
+            plan.root,
+            plan.resource_kwargs or {},
+        )
+        yield name, document
         if asset_form == "stream_resource":
-            # Keep the spec beside the parameters: tiled records it on the array node.
-            resource = bundle.compose_stream_resource(
-                mimetype=plan.writer.pair.mimetype,
-                uri=plan.path.as_uri(),
-                data_key=plan.key,
-                parameters={**kwargs, "spec": plan.writer.pair.spec},
-            )
-            yield "stream_resource", resource.stream_resource_doc
             count = len(plan.datum_kwargs)
             yield (
                 "stream_datum",
@@ -372,13 +209,6 @@ def _stream_documents(
                 ),
             )
         else:
-            resource = bundle.compose_resource(
-                spec=plan.writer.pair.spec,
-                root=str(plan.root.resolve()),
-                resource_path=plan.path.relative_to(plan.root.resolve()).as_posix(),
-                resource_kwargs=kwargs,
-            )
-            yield "resource", resource.resource_doc
             datums = [resource.compose_datum(datum_kwargs=dk) for dk in plan.datum_kwargs]
             yield from (("datum", datum) for datum in datums)
             datum_ids[plan.key] = [datum["datum_id"] for datum in datums]
@@ -503,7 +333,7 @@ def compose_analysis_run(
 def run_content_hash(
     metadata: Mapping[str, Any],
     streams: Mapping[str, list[tuple[int, Mapping[str, Any]]]],
-    plans: Mapping[str, list[_KeyPlan]],
+    plans: Mapping[str, list[KeyPlan]],
     asset_form: str,
 ) -> str:
     """:func:`content_hash` of a planned run (its start metadata without provenance)."""
@@ -533,8 +363,8 @@ class RunPlan:
     uid: str
     start: dict[str, Any]
     _bundle: Any
-    _streams: dict[str, list[tuple[int, Mapping[str, Any]]]]
-    _plans: dict[str, list[_KeyPlan]]
+    _streams: Streams
+    _plans: dict[str, list[KeyPlan]]
     _asset_form: AssetForm
     _event_pages: bool
     _packet: MetadataPacket | None
@@ -562,8 +392,8 @@ class RunPlan:
         now = time.time()
         with StagedFiles() as staged:
             attributes = {
-                "bluesky_analysis_store.run_uid": start["uid"],
-                "bluesky_analysis_store.provenance": canonical_json(start["provenance"]),
+                RUN_UID_ATTRIBUTE: start["uid"],
+                **provenance_attributes(start["provenance"]),
             }
             _write_files(flat_plans, self._streams, staged, attributes)
             documents: list[tuple[str, dict[str, Any]]] = [("start", start)]
@@ -613,23 +443,12 @@ def plan_analysis_run(
     ``plan_analysis_run(...).write()``. The plan knows the run's lineage and content hashes,
     so a caller can decide whether to write it at all (``AnalysisStore.save`` does).
     """
-    if asset_form not in ("stream_resource", "resource"):
-        raise AnalysisInputError(
-            f"asset_form={asset_form!r}; accepted: 'stream_resource' or 'resource'"
-        )
+    check_asset_form(asset_form)
     registry = registry if registry is not None else default_registry()
     policy = policy if policy is not None else ProvenancePolicy()
     checked_provenance = enforce_provenance(provenance, policy)
     metadata = start_metadata(md, checked_provenance, policy, packet)
-    streams = _streams(data_dicts)
-    key_writers = normalize_writers(writers, registry)
-    all_keys = {key for entries in streams.values() for key in entries[0][1]}
-    unknown = sorted(set(key_writers) - all_keys)
-    if unknown:
-        raise AnalysisInputError(
-            f"writers names keys {unknown} that no stream holds; data keys: {sorted(all_keys)}"
-        )
-    plans = plan_streams(streams, key_writers, registry)
+    streams, plans = plan_data_dicts(data_dicts, writers, registry)
     metadata["content_hash"] = run_content_hash(metadata, streams, plans, asset_form)
     try:
         bundle = event_model.compose_run(uid=uid, metadata=metadata)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core._errors import AnalysisInputError
-from ..core._values import ValueDescription, describe_numeric, short_repr
+from ..core._values import ValueDescription, describe_numeric, is_dataframe, short_repr
 from ..pairs._pairs import PairRegistry, WriterHandlerPair
 
 #: Keys of a DBEP 6 ``writers_dict`` entry (``mimetype`` is our addition for tiled).
@@ -34,7 +34,7 @@ def describe_any_value(value: Any) -> ValueDescription:
     """Describe a value for a writer we know nothing about: a DataFrame or a numeric array."""
     from ..pairs._table import describe_table_value
 
-    if type(value).__name__ == "DataFrame":
+    if is_dataframe(value):
         return describe_table_value(value)
     return describe_numeric(value)
 

@@ -6,11 +6,14 @@ import contextlib
 import errno
 import math
 import os
+import stat
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Self
 
 from ._errors import FileCollisionError, StorageFullError
+from ._values import is_dataframe
 
 #: ``errno`` values that mean "no room": the disk, the quota, or the largest file allowed.
 STORAGE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -27,6 +30,51 @@ def fsync_path(path: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def inside_root(path: Path, root: Path) -> bool:
+    """Whether ``path`` is strictly under ``root`` with no symlink on the way.
+
+    ``root`` must be resolved (no symlink in it): a directory between them that is a symlink
+    makes ``path``'s real parent differ from its written one.
+    """
+    if path == root or ".." in path.parts or not path.is_relative_to(root):
+        return False
+    return os.path.realpath(path.parent) == str(path.parent)
+
+
+def remove_empty_directories(directories: Iterable[Path], root: Path) -> list[Path]:
+    """Remove each directory, then its parents, while they are empty: the one directory cleaner.
+
+    Never ``root`` nor anything outside it, never through a symlink (``root`` must be resolved,
+    see :func:`inside_root`), deepest first so a directory emptied by its child's removal goes
+    too. A directory that is not empty, gone or not a directory stops the walk up from it.
+
+    Parameters
+    ----------
+    directories : iterable of Path
+        The directories to start from.
+    root : Path
+        The resolved directory under which directories may be removed.
+
+    Returns
+    -------
+    list of Path
+        The directories removed, in the order they were.
+    """
+    removed: list[Path] = []
+    for directory in sorted(set(directories), key=lambda p: (-len(p.parts), str(p))):
+        for candidate in (directory, *directory.parents):
+            if not inside_root(candidate, root):
+                break
+            try:
+                if not stat.S_ISDIR(candidate.lstat().st_mode):
+                    break
+                candidate.rmdir()
+            except OSError:  # not empty, or gone
+                break
+            removed.append(candidate)
+    return removed
 
 
 class ClosingContext:
@@ -133,7 +181,7 @@ def storage_full_error(
 
 def value_bytes(value: Any) -> int:
     """The raw size of a value written to a file (arrays and DataFrames; 8 for the rest)."""
-    if type(value).__name__ == "DataFrame":
+    if is_dataframe(value):
         return int(value.memory_usage(index=True).sum())
     return int(getattr(value, "nbytes", 8))
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import numbers
 import reprlib
-from collections.abc import Callable, Iterator, Mapping
+import sys
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,6 +173,16 @@ def describe_inline(value: Any) -> ValueDescription:
     )
 
 
+def is_dataframe(value: Any) -> bool:
+    """Whether ``value`` is a pandas DataFrame, without importing pandas when nobody has.
+
+    Nobody can hold a DataFrame unless pandas is already imported, so the check looks it up in
+    ``sys.modules`` and costs nothing on the paths that never see a table.
+    """
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(value, pandas.DataFrame)
+
+
 def to_json_value(value: Any) -> Any:
     """Convert an inline value to the plain JSON value an event document carries."""
     if isinstance(value, np.ndarray | np.generic):
@@ -191,7 +202,8 @@ JSON_SAFE_INTEGER = 2**53 - 1
 MAX_DEPTH = 128
 
 #: Leaf types decided without looking inside them.
-_PLAIN = frozenset({int, float, str, bool, type(None)})
+PLAIN_SCALARS = frozenset({int, float, str, bool, type(None)})
+_NUMBERS = frozenset({int, float, bool})
 
 
 def _items(value: Any) -> Iterator[tuple[Any, Any]] | None:
@@ -203,10 +215,13 @@ def _items(value: Any) -> Iterator[tuple[Any, Any]] | None:
     return None
 
 
-def _all_plain(container: Any) -> bool:
-    """Whether every item of a list, tuple or mapping is a plain scalar (checked in C)."""
-    values = container.values() if isinstance(container, Mapping) else container
-    return _PLAIN.issuperset(map(type, values))
+def _values(container: Any) -> Collection[Any]:
+    return container.values() if isinstance(container, Mapping) else container
+
+
+def all_plain(values: Collection[Any]) -> bool:
+    """Whether every item of ``values`` is a plain scalar (:data:`PLAIN_SCALARS`; checked in C)."""
+    return PLAIN_SCALARS.issuperset(map(type, values))
 
 
 _REPR = reprlib.Repr()
@@ -235,13 +250,16 @@ def find_in_tree(
     leaf: Callable[[Any], bool] | None = None,
     key: Callable[[Any], bool] | None = None,
     above: int = 0,
+    plain_clear: Callable[[Collection[Any]], bool] | None = None,
 ) -> str | None:
     """Where, in a JSON-like tree (mappings, lists, tuples), the first leaf for which
     ``leaf(value)`` holds or the first mapping key for which ``key(k)`` holds is; or None.
 
     The walk is iterative (no recursion, whatever the depth) and refuses a tree that nests
     deeper than :data:`MAX_DEPTH` levels, counting ``above`` levels that hold ``value`` in its
-    document (a cycle is refused the same way).
+    document (a cycle is refused the same way). A container holding only plain scalars (an
+    event page's column) is skipped whole when there is no ``leaf`` and no ``key``, or when
+    ``plain_clear(its values)`` says no ``leaf`` can hold inside it (a check in C, say).
 
     Raises
     ------
@@ -260,7 +278,7 @@ def find_in_tree(
         for name, item in items:
             if is_mapping and key is not None and key(name):
                 return f"the key {short_repr(name, 40)} of {_path(where, names)}"
-            children = None if type(item) in _PLAIN else _items(item)
+            children = None if type(item) in PLAIN_SCALARS else _items(item)
             if children is not None:
                 names.append(name)
                 if len(stack) >= limit:
@@ -269,7 +287,12 @@ def find_in_tree(
                         "levels deep in its document (tiled and event-model cannot store or "
                         "check deeper trees); flatten it, or store it as a JSON string"
                     )
-                if leaf is None and key is None and _all_plain(item):
+                if (
+                    key is None
+                    and (leaf is None or plain_clear is not None)
+                    and all_plain(values := _values(item))
+                    and (plain_clear is None or plain_clear(values))
+                ):
                     names.pop()  # an event page's column: nothing to find inside (fast path)
                     continue
                 stack.append((children, isinstance(item, Mapping)))
@@ -305,6 +328,36 @@ def check_depth(tree: Any, where: str, *, above: int = 0) -> None:
         Naming the key path that goes too deep.
     """
     find_in_tree(tree, where, above=above)
+
+
+def _nonfinite(value: Any) -> bool:
+    if isinstance(value, float | np.floating):
+        return not math.isfinite(value)
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "fc" and not np.isfinite(value).all()
+    return False
+
+
+def _plain_all_finite(values: Collection[Any]) -> bool:
+    """Whether plain scalars hold no NaN or infinity, in C for the usual numeric column (a mix
+    with strings or None answers False: the walk then looks item by item)."""
+    types = set(map(type, values))
+    if float not in types:
+        return True
+    return types <= _NUMBERS and all(map(math.isfinite, values))
+
+
+def find_nonfinite(value: Any, where: str, *, above: int = 0) -> str | None:
+    """Where NaN or infinity (a float, numpy scalar or array) hides in a JSON-like tree, or None.
+
+    Also refuses a tree nested too deep, as :func:`check_depth` does, in the same walk.
+
+    Raises
+    ------
+    NestingTooDeepError
+        Naming the key path that goes too deep.
+    """
+    return find_in_tree(value, where, leaf=_nonfinite, above=above, plain_clear=_plain_all_finite)
 
 
 def _beyond_json_integer(value: Any) -> bool:

@@ -13,7 +13,6 @@ datums as datum pages.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 
 from ..core._errors import AnalysisInputError, AnalysisStoreError, NestingTooDeepError
 from ..core._paths import check_name
-from ..core._values import beyond_int64, beyond_json_integers, check_depth
+from ..core._values import beyond_int64, beyond_json_integers, find_nonfinite
 
 
 class InvalidDocumentError(AnalysisInputError):
@@ -51,9 +50,6 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 #: Documents TiledWriter keeps as node metadata (their numbers pass its JSON clamping).
 _METADATA_DOCUMENTS = frozenset({"start", "stop", "descriptor", "resource", "stream_resource"})
 
-#: Values whose finiteness is decided without looking inside them.
-_PLAIN_SCALARS = frozenset({int, float, str, bool, type(None)})
-
 #: Specs for which TiledWriter supplies the dataset inside an HDF5 file when a resource lacks it.
 _SPECS_WITH_DEFAULT_DATASET = frozenset(
     {"AD_HDF5", "AD_HDF5_SINGLE", "AD_HDF5_SWMR", "HDF5", "XSP", "XSP3", "TPX_HDF5"}
@@ -66,30 +62,6 @@ def document_id(name: str, doc: Any) -> str:
     """``"event document 'UID'"``: how errors name a document."""
     ident = doc.get("uid", doc.get("datum_id")) if isinstance(doc, Mapping) else None
     return f"{name} document" + (f" {ident!r:.80}" if ident is not None else "")
-
-
-def _nonfinite(value: Any, where: str) -> str | None:
-    """Where NaN or infinity hides inside ``value`` (a JSON-like tree), or None."""
-    if isinstance(value, float | np.floating):
-        return None if math.isfinite(value) else where
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind in "fc" and not np.isfinite(value).all():
-            return where
-        return None
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if (found := _nonfinite(item, f"{where}[{key!r}]")) is not None:
-                return found
-    elif isinstance(value, list | tuple):
-        if all(type(item) in _PLAIN_SCALARS for item in value):  # an event page's column
-            for index, item in enumerate(value):
-                if type(item) is float and not math.isfinite(item):
-                    return f"{where}[{index}]"
-            return None
-        for index, item in enumerate(value):
-            if (found := _nonfinite(item, f"{where}[{index}]")) is not None:
-                return found
-    return None
 
 
 def _check_data_keys(what: str, data_keys: Mapping[str, Any]) -> None:
@@ -140,11 +112,10 @@ def check_document(name: Any, doc: Any) -> None:
     for key in doc:
         if not isinstance(key, str):
             raise InvalidDocumentError(f"{what} has a field named {key!r:.80}; names are strings")
-    try:
-        check_depth(doc, name)  # before anything below walks it recursively
+    try:  # first: it also refuses a tree too deep for anything below that walks it recursively
+        nonfinite = find_nonfinite(doc, name)
     except NestingTooDeepError as error:
         raise InvalidDocumentError(f"{what}: {error}") from None
-    nonfinite = _nonfinite(doc, name)
     beyond = beyond_json_integers(doc, name) if name in _METADATA_DOCUMENTS else None
     if nonfinite is not None:
         raise InvalidDocumentError(

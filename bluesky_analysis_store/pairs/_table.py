@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..core._errors import UnsupportedValueError
-from ..core._values import NUMERIC_KINDS, ValueDescription
+from ..core._values import NUMERIC_KINDS, ValueDescription, is_dataframe
 from ._hdf5 import HDF5Handler, HDF5Writer, annotate_hdf5, hdf5_resource_kwargs
 from ._pairs import WriterHandlerPair
 
@@ -61,7 +61,7 @@ def _records(frame: pd.DataFrame, index: str | None) -> np.ndarray:
 
 def describe_table_value(value: Any) -> ValueDescription:
     """A DataFrame with unique string column names and numeric or bool columns."""
-    if not isinstance(value, pd.DataFrame):
+    if not is_dataframe(value):
         raise UnsupportedValueError(
             f"the table writer takes pandas DataFrames, got {type(value).__name__}"
         )

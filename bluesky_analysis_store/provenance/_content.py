@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core._values import all_plain, is_dataframe
 from ._provenance import canonical_json
 
 #: Arrays at least this big are hashed through a memoryview instead of a bytes copy.
@@ -45,7 +46,7 @@ def update_value(digest: Any, value: Any) -> None:
     Equal values give equal bytes; values that read back differently (``1`` and ``1.0``, two
     dtypes, two shapes) do not.
     """
-    if type(value).__name__ == "DataFrame":  # pandas is not imported for this
+    if is_dataframe(value):
         names = [str(name) for name in value.columns] + [str(n) for n in value.index.names]
         _frame(digest, b"D", json.dumps(names).encode())
         _update_array(digest, value.index.to_numpy())
@@ -96,11 +97,8 @@ def content_hash(
 
 def _update_column(digest: Any, values: list[Any]) -> None:
     """One key's values in event order; plain scalars in one piece, the rest one by one."""
-    if all(type(value) in _JSON_SCALARS for value in values):
+    if all_plain(values):
         _frame(digest, b"C", json.dumps([[type(v).__name__, v] for v in values]).encode())
         return
     for value in values:
         update_value(digest, value)
-
-
-_JSON_SCALARS = frozenset({int, float, str, bool, type(None)})

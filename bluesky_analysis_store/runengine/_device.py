@@ -21,24 +21,28 @@ from event_model.documents.stream_datum import StreamRange
 from ophyd import Device
 from ophyd.status import Status
 
-from ..compose._compose import (
+from ..compose._keys import (
+    RUN_UID_ATTRIBUTE,
     AssetForm,
-    _data_key,
-    _default_writer,
-    _KeyPlan,
-    check_not_reserved,
+    KeyPlan,
+    check_asset_form,
+    check_new_file,
+    check_root,
+    check_same_description,
+    check_same_keys,
+    compose_asset,
+    data_key,
+    plan_key,
+    refused_value,
 )
 from ..compose._writer_choice import KeyWriter, normalize_writers
 from ..core._errors import AnalysisInputError, AnalysisStoreError, StorageFullError
 from ..core._files import fsync_path, is_storage_full, storage_full_error
 from ..core._paths import check_name, contained_path
 from ..core._staging import StagedFiles
-from ..core._values import ValueDescription, describe_inline, short_repr, to_json_value
+from ..core._values import short_repr, to_json_value
 from ..pairs._pairs import PairRegistry, default_registry
 from ..pairs._protocols import Writer
-
-#: HDF5 root attribute naming the run a file belongs to (the one compose_analysis_run writes).
-RUN_UID_ATTRIBUTE = "bluesky_analysis_store.run_uid"
 
 Asset = tuple[str, dict[str, Any]]
 
@@ -125,11 +129,7 @@ class AnalysisDevice(Device):
                 f"AnalysisDevice {name!r}: compute={compute!r:.80} is not callable; give a "
                 "function returning {data_key: value}"
             )
-        if asset_form not in ("stream_resource", "resource"):
-            raise AnalysisInputError(
-                f"AnalysisDevice {name!r}: asset_form={asset_form!r}; accepted: "
-                "'stream_resource' or 'resource'"
-            )
+        check_asset_form(asset_form, f"AnalysisDevice {name!r}")
         super().__init__(name=name, **kwargs)
         # `root` is ophyd's name for a device's top ancestor: the directory is `file_root`.
         self.file_root = Path(root)
@@ -147,7 +147,7 @@ class AnalysisDevice(Device):
         self.file_attributes: dict[str, str] = {}
         self.published: tuple[Path, ...] = ()
         self._compute = compute
-        self._plans: dict[str, _KeyPlan] | None = None  # learned by the first compute()
+        self._plans: dict[str, KeyPlan] | None = None  # learned by the first compute()
         self._staged_files: StagedFiles | None = None  # None: not staged
         self._writer_stack = contextlib.ExitStack()
         self._directory = ""
@@ -161,14 +161,7 @@ class AnalysisDevice(Device):
     def _where(self, key: str | None = None) -> str:
         return f"AnalysisDevice {self.name!r}: compute()" + ("" if key is None else f"[{key!r}]")
 
-    def _describe_value(self, key: str, writer: KeyWriter | None, value: Any) -> ValueDescription:
-        describe = writer.describe if writer is not None else describe_inline
-        try:
-            return describe(value)
-        except AnalysisStoreError as error:
-            raise AnalysisInputError(f"{self._where(key)}: {error}") from None
-
-    def _learn(self, values: Mapping[str, Any]) -> dict[str, _KeyPlan]:
+    def _learn(self, values: Mapping[str, Any]) -> dict[str, KeyPlan]:
         """Each key's writer (compose_analysis_run's choice) and description."""
         unknown = sorted(set(self.writers) - set(values))
         if unknown:
@@ -176,16 +169,12 @@ class AnalysisDevice(Device):
                 f"{self._where()}: writers names keys {unknown} that compute() does not return; "
                 f"it returns {sorted(values)}"
             )
-        plans = {}
-        for key, value in values.items():
-            check_name(key, f"{self._where()}: data key")
-            check_not_reserved(key, self._where())
-            writer = self.writers.get(key) or _default_writer(value, self.registry)
-            description = self._describe_value(key, writer, value)
-            plans[key] = _KeyPlan(self.name, key, description, writer)
-        return plans
+        return {
+            key: plan_key(self.name, key, value, self.writers, self.registry, self._where())
+            for key, value in values.items()
+        }
 
-    def _check(self, values: Any) -> dict[str, _KeyPlan]:
+    def _check(self, values: Any) -> dict[str, KeyPlan]:
         """Validate one compute() result completely, before anything is written."""
         if not isinstance(values, Mapping) or not values:
             raise AnalysisInputError(
@@ -194,62 +183,48 @@ class AnalysisDevice(Device):
             )
         if self._plans is None:
             return self._learn(values)
-        if set(values) != set(self._plans):
-            missing = sorted(set(self._plans) - set(values))
-            extra = sorted(set(values) - set(self._plans))
-            raise AnalysisInputError(
-                f"{self._where()} returned keys {sorted(values)} but earlier {sorted(self._plans)}"
-                f" (missing {missing}, extra {extra}); every call must return the same keys"
-            )
+        check_same_keys(
+            values,
+            self._plans,
+            f"{self._where()} returned keys",
+            "earlier",
+            "every call must return the same keys",
+        )
         for key, plan in self._plans.items():
-            this = self._describe_value(key, plan.writer, values[key])
-            if this != plan.description:
-                raise AnalysisInputError(
-                    f"{self._where(key)} has {this.summary()} but earlier values of {key!r} "
-                    f"had {plan.description.summary()}; a key keeps one dtype and shape (and "
-                    "table index) until the device is unstaged"
-                )
+            check_same_description(
+                plan,
+                values[key],
+                self._where(key),
+                f"earlier values of {key!r} had",
+                "until the device is unstaged",
+            )
         return self._plans
 
     # -- files -------------------------------------------------------------------------------
 
-    def _open_file(self, plan: _KeyPlan, value: Any) -> _OpenFile:
+    def _open_file(self, plan: KeyPlan, value: Any) -> _OpenFile:
         assert plan.writer is not None
         assert self._staged_files is not None
         pair = plan.writer.pair
         file_root = plan.writer.root or self.file_root
-        if not file_root.is_dir():
-            raise AnalysisInputError(
-                f"{self._where(plan.key)}: root {str(file_root)!r} is not an existing directory"
-            )
+        check_root(file_root, self._where(plan.key))
         path = contained_path(file_root, f"{self._directory}/{self.name}/{plan.key}{pair.suffix}")
-        if path.exists():
-            raise AnalysisInputError(
-                f"{self._where(plan.key)}: {str(path)!r} already exists; files are never "
-                f"overwritten (run_uid {self.run_uid!r} used twice?)"
-            )
+        check_new_file(path, self._where(plan.key), f" (run_uid {self.run_uid!r} used twice?)")
         temporary = self._staged_files.stage(path, file_root)
         kwargs = pair.resource_kwargs(value, plan.description)
         writer = self._writer_stack.enter_context(pair.writer(str(temporary), **kwargs))
-        bundle: Any
-        if self.asset_form == "stream_resource":
-            # run_start, descriptor and seq_nums are filled in by the RunEngine's bundler.
-            bundle = event_model.ComposeStreamResource()(
-                mimetype=pair.mimetype,
-                uri=path.as_uri(),
-                data_key=plan.key,
-                parameters={**kwargs, "spec": pair.spec},  # tiled records the spec
-            )
-            self._assets.append(("stream_resource", bundle.stream_resource_doc))
-        else:
-            resolved_root = file_root.resolve()
-            bundle = event_model.ComposeResource(None)(
-                spec=pair.spec,
-                root=str(resolved_root),
-                resource_path=path.relative_to(resolved_root).as_posix(),
-                resource_kwargs=kwargs,
-            )
-            self._assets.append(("resource", bundle.resource_doc))
+        # run_start, descriptor and seq_nums are filled in by the RunEngine's bundler.
+        name, document, bundle = compose_asset(
+            event_model.ComposeStreamResource(),
+            event_model.ComposeResource(None),
+            self.asset_form,
+            pair,
+            plan.key,
+            path,
+            file_root,
+            kwargs,
+        )
+        self._assets.append((name, document))
         return _OpenFile(writer, bundle, temporary, pair.annotate)
 
     @contextlib.contextmanager
@@ -279,11 +254,7 @@ class AnalysisDevice(Device):
             raise AnalysisStoreError(
                 f"AnalysisDevice {self.name!r} is already staged; unstage it before staging again"
             )
-        if not self.file_root.is_dir():
-            raise AnalysisInputError(
-                f"AnalysisDevice {self.name!r}: root {str(self.file_root)!r} is not an existing "
-                "directory"
-            )
+        check_root(self.file_root, f"AnalysisDevice {self.name!r}")
         if self.run_uid is not None:
             check_name(self.run_uid, f"AnalysisDevice {self.name!r}: run_uid")
         self._directory = self.run_uid or str(uuid.uuid4())
@@ -356,10 +327,7 @@ class AnalysisDevice(Device):
             except StorageFullError:
                 raise
             except (AnalysisStoreError, TypeError, ValueError) as error:
-                raise AnalysisInputError(
-                    f"{self._where(key)}: writer {plan.writer.pair.spec!r} refused the value: "
-                    f"{error}"
-                ) from error
+                raise refused_value(self._where(key), plan.writer, error) from error
             file.written += 1
             if self.asset_form == "resource":
                 datum = file.bundle.compose_datum(datum_kwargs=datum_kwargs)
@@ -375,7 +343,7 @@ class AnalysisDevice(Device):
         """The data keys; before the first trigger, ``compute()`` runs once to learn them."""
         if self._plans is None:
             self._plans = self._check(self._compute())
-        return {key: _data_key(plan, self.asset_form) for key, plan in self._plans.items()}
+        return {key: data_key(plan, self.asset_form) for key, plan in self._plans.items()}
 
     def read(self) -> dict[str, dict[str, Any]]:
         """The last trigger's inline values (and datum ids in resource form).

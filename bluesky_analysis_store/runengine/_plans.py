@@ -11,20 +11,16 @@ import event_model
 from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
 
-from ..compose._compose import AssetForm, _streams, plan_streams, run_content_hash
-from ..compose._writer_choice import normalize_writers
+from ..compose._compose import run_content_hash
+from ..compose._keys import AssetForm, check_root, plan_data_dicts, provenance_attributes
 from ..core._errors import AnalysisInputError
 from ..core._values import short_repr
 from ..pairs._pairs import PairRegistry, default_registry
 from ..provenance._capture import capture_provenance
 from ..provenance._policy import ProvenancePolicy, enforce_provenance
-from ..provenance._provenance import canonical_json
 from ..provenance._samples import MetadataPacket
 from ..provenance._start_metadata import start_metadata
 from ._device import AnalysisDevice
-
-#: HDF5 root attribute holding the run's provenance JSON (the one compose_analysis_run writes).
-PROVENANCE_ATTRIBUTE = "bluesky_analysis_store.provenance"
 
 
 class _Feed:
@@ -193,19 +189,10 @@ def analyze(
     except Exception as error:
         raise AnalysisInputError(f"md does not make a valid start document: {error}") from None
 
-    streams = _streams(data_dicts)
-    key_writers = normalize_writers(writers, registry)
-    all_keys = {key for entries in streams.values() for key in entries[0][1]}
-    unknown = sorted(set(key_writers) - all_keys)
-    if unknown:
-        raise AnalysisInputError(
-            f"writers names keys {unknown} that no stream holds; data keys: {sorted(all_keys)}"
-        )
-    plans = plan_streams(streams, key_writers, registry)
+    streams, plans = plan_data_dicts(data_dicts, writers, registry)
     metadata["content_hash"] = run_content_hash(metadata, streams, plans, asset_form)
     root = Path(root)
-    if not root.is_dir():
-        raise AnalysisInputError(f"root {str(root)!r} is not an existing directory")
+    check_root(root)
     feeds = {stream: _Feed(entries[0][1]) for stream, entries in streams.items()}
     devices = {
         stream: AnalysisDevice(
@@ -222,7 +209,7 @@ def analyze(
     uid = yield from bps.open_run(md=metadata)
     for device in devices.values():
         device.run_uid = uid
-        device.file_attributes = {PROVENANCE_ATTRIBUTE: canonical_json(metadata["provenance"])}
+        device.file_attributes = provenance_attributes(metadata["provenance"])
 
     def events() -> Generator[Any, Any, None]:
         for entry in data_dicts:

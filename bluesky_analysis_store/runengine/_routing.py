@@ -10,12 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..provenance._run_kind import is_analysis_run
+
 Subscriber = Callable[[str, dict[str, Any]], Any]
-
-
-def is_analysis_run(start: Mapping[str, Any]) -> bool:
-    """Whether a start document describes an analysis run (it records its provenance)."""
-    return "provenance" in start
 
 
 def select_runs(callback: Subscriber, accept: Callable[[Mapping[str, Any]], bool]) -> Any:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core._errors import AnalysisInputError, AnalysisStoreError
+from ..core._files import inside_root, remove_empty_directories
 from ..insert._spool import (
     SPOOL_DIRECTORY,
     SPOOL_REGISTRY,
@@ -740,29 +741,6 @@ def check_store(store: AnalysisStore, *, grace: float = DEFAULT_GRACE) -> FsckRe
 # ------------------------------------------------------------------------------ repair
 
 
-def _inside_root(path: Path, root: Path) -> bool:
-    """``path`` is strictly under ``root`` and no directory on the way is a symlink."""
-    if path == root or ".." in path.parts or not path.is_relative_to(root):
-        return False
-    return os.path.realpath(path.parent) == str(path.parent)
-
-
-def _remove_empty_parents(start: Iterable[Path], root: Path, removed: list[Path]) -> None:
-    """rmdir each directory and then its parents while they are empty (never ``root``, never
-    through a symlink)."""
-    for directory in sorted(set(start), key=lambda p: (-len(p.parts), str(p))):
-        for candidate in (directory, *directory.parents):
-            if not _inside_root(candidate, root):
-                break
-            try:
-                if not stat.S_ISDIR(candidate.lstat().st_mode):
-                    break
-                candidate.rmdir()
-            except OSError:  # not empty, or gone
-                break
-            removed.append(candidate)
-
-
 def delete_run(run: Any) -> None:
     """Delete a run's node, its streams and their rows in tiled's own table storage (tiled
     never deletes external files: ours are quarantined as orphans, or reused by a replay)."""
@@ -896,7 +874,7 @@ def repair(store: AnalysisStore, report: FsckReport) -> RepairResult:
             if path in kept_files:
                 skipped.append((f"file {path}", "its run was not deleted"))
                 continue
-            if not _inside_root(path, root):
+            if not inside_root(path, root):
                 skipped.append((f"file {path}", "not inside the store's root"))
                 continue
             try:
@@ -925,7 +903,7 @@ def repair(store: AnalysisStore, report: FsckReport) -> RepairResult:
             except FileNotFoundError:
                 continue
             parents.add(directory)
-        _remove_empty_parents(parents, root, directories)
+        directories.extend(remove_empty_directories(parents, root))
         for directory in directories:
             quarantine.removed_directory(directory)
     finally:

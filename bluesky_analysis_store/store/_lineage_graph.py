@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..provenance._run_kind import is_analysis_run
+
 NodeKind = Literal["analysis", "raw", "missing"]
 
 
@@ -141,8 +143,9 @@ class LineageGraph:
 
 
 def _label(start: Mapping[str, Any]) -> tuple[NodeKind, str]:
-    if "analysis_name" in start:
-        return "analysis", f"{start['analysis_name']} {start.get('analysis_version') or ''}".strip()
+    if is_analysis_run(start):
+        name = f"{start.get('analysis_name') or ''} {start.get('analysis_version') or ''}"
+        return "analysis", name.strip()
     return "raw", str(start.get("plan_name", "run"))
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core._errors import AnalysisStoreError, FileCollisionError
-from ..core._files import fsync_path
+from ..core._files import fsync_path, remove_empty_directories
 
 #: The quarantine's directory under a store's root (fsck never counts what is in it).
 QUARANTINE_DIRECTORY = ".bas-quarantine"
@@ -269,6 +269,5 @@ def purge_quarantine(root: Path) -> PurgeResult:
             removed.append(batch)
             batch.unlink()
         batches.append(batch)
-    with contextlib.suppress(OSError):
-        directory.rmdir()
+    remove_empty_directories([directory], root)
     return PurgeResult(directory, tuple(removed), size, tuple(batches))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..compose._compose import AssetForm, ComposedRun, RunPlan, plan_analysis_run
 from ..core._errors import AnalysisStoreError, NotFoundError, RunConflictError
-from ..core._files import ClosingContext
+from ..core._files import ClosingContext, remove_empty_directories
 from ..insert._runs import stored_run
 from ..pairs._pairs import PairRegistry, default_registry
 from ..provenance._policy import ProvenancePolicy, enforce_provenance
@@ -181,13 +181,7 @@ def remove_files(files: Sequence[Path], root: Path) -> None:
     """Delete ``files`` and the directories under ``root`` they leave empty."""
     for path in files:
         path.unlink(missing_ok=True)
-        for directory in path.parents:
-            if directory == root or not directory.is_relative_to(root):
-                break
-            try:
-                directory.rmdir()
-            except OSError:  # not empty
-                break
+    remove_empty_directories({path.parent for path in files}, root)
 
 
 class AnalysisStore(ClosingContext):
@@ -529,11 +523,10 @@ class AnalysisStore(ClosingContext):
             return False
 
     def __len__(self) -> int:
-        # tiled's client caches a container's length for a second; a count asked for right
-        # after a save must include it
-        if getattr(self.runs, "_cached_len", None) is not None:
-            self.runs._cached_len = None
-        return len(self.runs)
+        # tiled's client caches a container's length for a second, and a count asked for right
+        # after a save must include it: a fresh client of the same node (same queries and
+        # sorting) has no cache, so this asks the server
+        return len(self.runs.new_variation())
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.runs)
