@@ -49,7 +49,7 @@ from bluesky_analysis_store import (
     compose_analysis_run,
 )
 from bluesky_analysis_store.insert._tiled_writer import WriterFactory
-from bluesky_analysis_store.store._store import embedded_tree, in_process_client, runs_container
+from bluesky_analysis_store.store._catalog import embedded_tree, in_process_client, runs_container
 
 RAW_PARENT = "0f3c5a8e-9b1d-4c2e-8a7f-1d2e3f4a5b6c"
 WRITERS = {"image": "BAS_HDF5"}

@@ -44,7 +44,7 @@ class TiledCatalog:
 
 @contextmanager
 def _serve_in_process(tree: Any, files: Path) -> Iterator[TiledCatalog]:
-    from bluesky_analysis_store.store._store import in_process_client
+    from bluesky_analysis_store.store._catalog import in_process_client
 
     context, client = in_process_client(tree)
     try:
@@ -56,7 +56,7 @@ def _serve_in_process(tree: Any, files: Path) -> Iterator[TiledCatalog]:
 @pytest.fixture(scope="session")
 def tiled_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TiledCatalog]:
     """A real in-process tiled app on SQLite (the embedded store's own layout)."""
-    from bluesky_analysis_store.store._store import embedded_tree
+    from bluesky_analysis_store.store._catalog import embedded_tree
 
     directory = tmp_path_factory.mktemp("tiled")
     with _serve_in_process(embedded_tree(directory), directory / "files") as catalog:
@@ -82,7 +82,7 @@ def postgres_catalog(
     postgres_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TiledCatalog]:
     """A real in-process tiled app whose catalog and tables are in PostgreSQL."""
-    from bluesky_analysis_store.store._store import catalog_tree
+    from bluesky_analysis_store.store._catalog import catalog_tree
 
     directory = tmp_path_factory.mktemp("tiled-pg")
     tree = catalog_tree(

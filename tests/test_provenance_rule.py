@@ -185,7 +185,7 @@ def _allowed_elsewhere(target: Target) -> None:
     the nodes inside a run are accepted."""
     from tiled.client import from_context
 
-    from bluesky_analysis_store.store._store import runs_container
+    from bluesky_analysis_store.store._catalog import runs_container
 
     runs_container(from_context(target.store.runs.context), "raw")
     raw = str(uuid.uuid4())

@@ -211,7 +211,7 @@ def test_store_stopped_mid_run_spools_and_replay_inserts_every_document(
     # each run equals what a direct insert of the same documents makes
     from tiled.client import from_uri
 
-    from bluesky_analysis_store.store._store import runs_container
+    from bluesky_analysis_store.store._catalog import runs_container
 
     client = from_uri(server.uri, api_key=WRITE_KEY)
     stack.callback(client.context.close)

@@ -171,7 +171,7 @@ def build_server_app(
     from tiled.config import Authentication
 
     from ..store._app import build_store_app
-    from ..store._store import RUNS_CONTAINER, catalog_tree, embedded_tree, runs_container
+    from ..store._catalog import RUNS_CONTAINER, catalog_tree, embedded_tree, runs_container
 
     directory = directory.resolve()
     if catalog_uri is None:
@@ -183,7 +183,7 @@ def build_server_app(
     else:
         tree = catalog_tree(catalog_uri, directory, tables_uri=tables_uri)
     # Create the runs container once, in process, before anyone connects.
-    from ..store._store import in_process_client
+    from ..store._catalog import in_process_client
 
     context, client = in_process_client(tree)
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from ..provenance._policy import ProvenancePolicy, enforce_provenance
 from ..provenance._provenance import Provenance
 from ..provenance._samples import MetadataPacket
 from ..provenance._start_metadata import start_metadata
+from ._catalog import embedded_tree, in_process_client, raw_container, runs_container
 from ._lineage_graph import LineageGraph, build_lineage_graph
 from ._locks import (
     create_lock_file,
@@ -39,142 +39,6 @@ if TYPE_CHECKING:
     from ..insert._spool import ReplayReport
 
 logger = logging.getLogger("bluesky_analysis_store.store")
-
-#: Name of the CatalogOfBlueskyRuns container that holds the analysis runs.
-RUNS_CONTAINER = "analysis"
-CATALOG_SPEC = ("CatalogOfBlueskyRuns", "3.0")
-
-
-def catalog_tree(
-    catalog_uri: str,
-    directory: Path,
-    *,
-    tables_uri: str | None = None,
-    initialize: bool = True,
-    read_only: bool = False,
-) -> Any:
-    """A tiled catalog adapter for an analysis store whose files live under ``directory``.
-
-    A store that was moved or copied has its catalog's recorded paths pointed into
-    ``directory``; one reached through another mount point reads its files there (see
-    :mod:`._relocation`).
-
-    Parameters
-    ----------
-    catalog_uri : str
-        ``sqlite+aiosqlite:///PATH`` or ``postgresql+asyncpg://USER@HOST:PORT/DB``.
-    directory : Path
-        Holds ``data/`` (tiled's own array storage) and ``files/`` (derived files, readable by
-        tiled); created if missing (resolved).
-    tables_uri : str, optional
-        tiled's table storage: ``duckdb:////ABS/PATH`` (default: ``DIRECTORY/tables.duckdb``)
-        or ``postgresql://USER@HOST:PORT/DB``.
-    initialize : bool
-        Create the catalog's tables if missing (tiled does it in a subprocess: seconds).
-    read_only : bool
-        Change nothing: a moved store's recorded paths are left (and its files unreadable).
-    """
-    from tiled.catalog import from_uri
-
-    from ._relocation import locate_store, relocate
-
-    if not read_only:
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "data").mkdir(exist_ok=True)
-        (directory / "files").mkdir(exist_ok=True)
-    location = locate_store(directory, catalog_uri)
-    if location.moved and read_only:
-        logger.warning(
-            "the analysis store in %s records its files under %s, where they are no longer: "
-            "they cannot be read until the store is opened for writing once (`bas fsck "
-            "--repair` does), which points the recorded paths here",
-            directory,
-            location.recorded,
-        )
-    elif (location.moved or location.unrecorded) and not read_only:
-        relocate(catalog_uri, location)
-    return from_uri(
-        catalog_uri,
-        writable_storage=[
-            str(directory / "data"),
-            tables_uri or f"duckdb:///{directory / 'tables.duckdb'}",
-        ],
-        # the same directory reached by the paths the catalog records (another mount point)
-        readable_storage=[
-            str(directory / "files"),
-            *(str(alias / name) for alias in location.aliases for name in ("files", "data")),
-        ],
-        init_if_not_exists=initialize,
-    )
-
-
-def embedded_tree(directory: Path, *, read_only: bool = False) -> Any:
-    """The tiled catalog adapter of an embedded store in ``directory`` (created on first use).
-
-    Layout: ``catalog.db`` (SQLite), ``data/`` and ``tables.duckdb`` (tiled's own writable
-    storage), ``files/`` (derived files, readable by tiled). One process at a time may have it
-    open (DuckDB admits one): see :func:`hold_embedded_store`.
-    """
-    catalog = directory / "catalog.db"
-    return catalog_tree(
-        f"sqlite+aiosqlite:///{catalog}",
-        directory,
-        # tiled initializes in a subprocess that re-imports all of tiled: only when needed
-        initialize=not catalog.exists(),
-        read_only=read_only,
-    )
-
-
-def in_process_client(tree: Any) -> tuple[Any, Any]:
-    """``(context, client)`` of the store's tiled app on ``tree`` (the same app as ``bas
-    serve``'s, with its rules: see :func:`build_store_app`), served in process; close the
-    context."""
-    import logging
-
-    from tiled.client import Context, from_context
-
-    from ._app import build_store_app
-
-    logging.getLogger("tiled.server.app").setLevel(logging.WARNING)  # no version banner
-
-    with warnings.catch_warnings():
-        # starlette's test client (which carries in-process tiled) warns about httpx; harmless
-        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-        # one request at a time: a DuckDB table storage shares one connection (see
-        # OneRequestAtATime); in process, nothing gains from more
-        context = Context.from_app(build_store_app(tree, one_request_at_a_time=True))
-    return context, from_context(context)
-
-
-def runs_container(client: Any, name: str = RUNS_CONTAINER, *, create: bool = True) -> Any:
-    """The ``CatalogOfBlueskyRuns`` container ``name`` under ``client``, created if missing
-    (``create=False``: an :class:`AnalysisStoreError` instead, and nothing is written)."""
-    from tiled.structures.core import Spec
-
-    if name in client:
-        container = client[name]
-        if not any(spec.name == CATALOG_SPEC[0] for spec in container.specs):
-            raise AnalysisStoreError(
-                f"{name!r} exists in the tiled catalog but is not a CatalogOfBlueskyRuns "
-                "container; bluesky queries would be silently ignored there"
-            )
-        return container
-    if not create:
-        raise AnalysisStoreError(
-            f"the tiled catalog has no container {name!r} and the store was opened read-only; "
-            "nothing has been saved there yet (opening it for writing creates it)"
-        )
-    return client.create_container(name, specs=[Spec(CATALOG_SPEC[0], version=CATALOG_SPEC[1])])
-
-
-def raw_container(client: Any, raw: str | Any, *, read_only: bool = False) -> Any:
-    """``open``'s raw catalog: a client as given, or the container named ``raw`` under
-    ``client`` (created if missing; read-only: None if missing, so nothing is written)."""
-    if not isinstance(raw, str):
-        return raw
-    if read_only and raw not in client:
-        return None
-    return runs_container(client, raw, create=not read_only)
 
 
 def remove_files(files: Sequence[Path], root: Path) -> None:

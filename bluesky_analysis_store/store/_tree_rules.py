@@ -24,8 +24,8 @@ from typing import Any
 from ..core._errors import InputTypeError
 from ..core._names import RUN_SPEC
 from ..provenance._provenance import provenance_problem
+from ._catalog import RUNS_CONTAINER
 from ._containment import StoreStorage, data_sources_refusal
-from ._store import RUNS_CONTAINER
 
 #: tiled's id of the root node: top-level containers are its children.
 ROOT_ID = 0
