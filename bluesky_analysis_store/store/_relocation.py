@@ -152,6 +152,7 @@ async def _recorded_in_catalog(catalog_uri: str) -> Path | None:
     from sqlalchemy import select
     from sqlalchemy.exc import DBAPIError
     from tiled.catalog import orm
+    from tiled.utils import path_from_uri
 
     engine = _engine(catalog_uri)
     try:
@@ -160,10 +161,10 @@ async def _recorded_in_catalog(catalog_uri: str) -> Path | None:
                 orm.Asset.data_uri.like("duckdb:///%/tables.duckdb")
             )
             for (uri,) in (await connection.execute(tables.limit(1))).all():
-                return _path_of(uri).parent
+                return path_from_uri(uri).parent
             files = select(orm.Asset.data_uri).where(orm.Asset.data_uri.like("file:%/files/%"))
             for (uri,) in (await connection.execute(files.limit(20))).all():
-                if match := _RUN_FILE.match(str(_path_of(uri))):
+                if match := _RUN_FILE.match(str(path_from_uri(uri))):
                     return Path(match.group(1))
     except DBAPIError:  # a catalog tiled has not initialised yet: nothing recorded
         return None
@@ -172,19 +173,15 @@ async def _recorded_in_catalog(catalog_uri: str) -> Path | None:
     return None
 
 
-def _path_of(uri: str) -> Path:
-    """The path tiled reads for ``uri`` (as written: tiled does not unquote)."""
-    parts = urlsplit(uri)
-    return Path("/" + parts.path.lstrip("/"))
-
-
 def moved_uri(uri: str, old: Path, new: Path) -> str | None:
     """``uri`` with its path moved from under ``old`` to under ``new``, or None when its path
     is not under ``old`` (or it is not a ``file``, ``duckdb`` or ``sqlite`` URI)."""
     parts = urlsplit(uri)
     if parts.scheme not in ("file", "duckdb", "sqlite"):
         return None
-    path = _path_of(uri)
+    from tiled.utils import path_from_uri
+
+    path = path_from_uri(uri)
     if not path.is_relative_to(old):
         return None
     written = parts.path
