@@ -29,7 +29,7 @@ from bluesky_analysis_store import (
     HDF5Writer,
     ProvenanceError,
     UnknownSpecError,
-    analysis_tiled_writer,
+    analysis_sink,
     analyze,
     capture_provenance,
     compose_analysis_run,
@@ -175,7 +175,7 @@ def test_resource_form_fills_with_our_handlers(sim, store):
         asset_form="resource",
     )
     docs = []
-    tiled = analysis_tiled_writer(store.raw, store.registry)
+    tiled = analysis_sink(store.raw, store.registry)
     (uid,) = _engine(lambda name, doc: docs.append((name, doc)), tiled)(
         bp.count([sim.noisy_det, device], num=2)
     )

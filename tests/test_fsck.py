@@ -49,7 +49,7 @@ KILLER = """
 import os, signal, sys, threading, traceback
 sys.path.insert(0, sys.argv[1])
 import numpy as np
-import bluesky_analysis_store.insert._tiled_writer, tiled.server.app, tiled.catalog.adapter
+import bluesky_analysis_store.insert._sink, tiled.server.app, tiled.catalog.adapter
 from helpers import make_provenance
 from bluesky_analysis_store import AnalysisStore
 from bluesky_analysis_store.core._staging import StagedFiles
@@ -185,7 +185,7 @@ def killed_stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     try:
         # meanwhile, this process pays its own tiled imports (they run beside the others)
-        for module in ("bluesky_analysis_store.insert._tiled_writer", "tiled.server.app"):
+        for module in ("bluesky_analysis_store.insert._sink", "tiled.server.app"):
             importlib.import_module(module)
 
         init_output, _ = init.communicate(timeout=120)

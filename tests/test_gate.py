@@ -18,7 +18,7 @@ from helpers import insert_all, make_provenance
 from bluesky_analysis_store import (
     AnalysisStore,
     ProvenanceError,
-    analysis_tiled_writer,
+    analysis_sink,
 )
 from bluesky_analysis_store.provenance._policy import ProvenancePolicy, enforce_provenance
 from bluesky_analysis_store.provenance._start_metadata import start_metadata
@@ -172,7 +172,7 @@ def test_a_plain_tiled_writer_meeting_our_mimetypes_first_breaks_nothing(
         for mimetype in ("image/tiff", "application/x-npy"):
             CONSOLIDATOR_REGISTRY.pop(mimetype, None)
             assert CONSOLIDATOR_REGISTRY[mimetype] is ConsolidatorBase  # what a lookup does
-        writer = analysis_tiled_writer(tiled_catalog.new_runs_container())
+        writer = analysis_sink(tiled_catalog.new_runs_container())
         assert CONSOLIDATOR_REGISTRY["image/tiff"].__name__ == "SingleFileConsolidator"
         assert writer is not None
         store = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())

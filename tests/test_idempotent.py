@@ -148,7 +148,7 @@ SAVERS = """
 import json, os, sys, threading
 sys.path.insert(0, sys.argv[1])
 import numpy as np
-import bluesky_analysis_store.insert._tiled_writer, tiled.client, tiled.server.app
+import bluesky_analysis_store.insert._sink, tiled.client, tiled.server.app
 from helpers import make_provenance
 from bluesky_analysis_store import AnalysisStore
 

@@ -35,18 +35,13 @@ def test_the_version_is_the_installed_distributions():
     )
 
 
-SUBPACKAGES = (
-    "core",
-    "pairs",
-    "provenance",
-    "compose",
-    "insert",
-    "store",
-    "runengine",
-    "server",
-    "cli",
-    "examples",
-)
+def test_the_package_reexports_every_subpackage():
+    import pkgutil
+
+    import bluesky_analysis_store as bas
+
+    found = {m.name for m in pkgutil.iter_modules(bas.__path__) if m.ispkg}
+    assert found - {"profile_startup", "schemas"} == set(bas._SUBPACKAGES)
 
 
 def test_each_subpackage_reexports_its_names_the_same_as_the_package():
@@ -54,9 +49,26 @@ def test_each_subpackage_reexports_its_names_the_same_as_the_package():
 
     import bluesky_analysis_store as bas
 
-    for name in SUBPACKAGES:
+    for name in bas._SUBPACKAGES:
         package = importlib.import_module(f"bluesky_analysis_store.{name}")
         for export in getattr(package, "__all__", ()):
             value = getattr(package, export)
             if export in bas.__all__:
                 assert getattr(bas, export) is value, (name, export)
+
+
+def test_the_old_name_of_analysis_sink_still_works_and_warns():
+    import pytest
+
+    import bluesky_analysis_store as bas
+
+    with pytest.warns(DeprecationWarning, match="analysis_sink"):
+        sink = bas.analysis_tiled_writer(_AnyContainer())
+    assert type(sink) is type(bas.analysis_sink(_AnyContainer()))
+
+
+class _AnyContainer:
+    """Enough of a tiled container for a sink that is never called."""
+
+    def include_data_sources(self):
+        return self

@@ -95,10 +95,10 @@ def check_peer_stream(
 ) -> None:
     """Send ``documents`` along ``path``; a valid stream must be accepted and read back equal,
     a malformed one refused (see ``MALFORMED_PEER_STREAMS``)."""
-    from bluesky_analysis_store import analysis_tiled_writer
+    from bluesky_analysis_store import analysis_sink
 
     if path == "raw-writer":  # our writer in place of a bare TiledWriter, on a raw container
-        container, insert = store.raw, analysis_tiled_writer(store.raw)
+        container, insert = store.raw, analysis_sink(store.raw)
     else:
         documents = peers.with_provenance(documents, case)
         container, insert = store.runs, store.insert

@@ -66,11 +66,11 @@ def test_npy_and_tiff_files_carry_no_attributes_but_still_compose(tmp_path):
 
 def test_a_tiled_run_can_be_a_parent(tiled_catalog):
     """describe_parent reads uid and lineage hash from a run client (not only a start doc)."""
-    from bluesky_analysis_store import analysis_tiled_writer, describe_parent
+    from bluesky_analysis_store import analysis_sink, describe_parent
 
     runs = tiled_catalog.new_runs_container()
     first = compose([{"primary": {"x": 1.0}}], {}, root=tiled_catalog.new_root())
-    writer = analysis_tiled_writer(runs)
+    writer = analysis_sink(runs)
     for name, doc in first:
         writer(name, doc)
     parent = describe_parent(runs[first.uid], catalog="analysis")

@@ -9,7 +9,7 @@ from event_model import Filler
 from helpers import compose
 
 from bluesky_analysis_store import (
-    analysis_tiled_writer,
+    analysis_sink,
     records_to_dataframe,
     register_tiled_consolidators,
 )
@@ -59,7 +59,7 @@ def test_tiled_writer_round_trip(tiled_catalog, asset_form):
         writers=WRITERS,
         asset_form=asset_form,
     )
-    writer = analysis_tiled_writer(runs)
+    writer = analysis_sink(runs)
     for name, doc in run:
         writer(name, doc)
 
@@ -104,7 +104,7 @@ def test_arrays_inside_the_events_read_back_as_arrays(tiled_catalog, event_pages
     data = [{"primary": {k: make(i) for k, make in SMALL_ARRAYS.items()}} for i in range(4)]
     runs = tiled_catalog.new_runs_container()
     run = compose(data, {}, root=tiled_catalog.new_root(), event_pages=event_pages)
-    writer = analysis_tiled_writer(runs)
+    writer = analysis_sink(runs)
     for name, doc in run:
         writer(name, doc)
     primary = runs[run.uid]["primary"]

@@ -43,7 +43,7 @@ from bluesky_analysis_store import (
     describe_parent,
     records_to_dataframe,
 )
-from bluesky_analysis_store.compose._compose import plan_analysis_run
+from bluesky_analysis_store.compose._compose import prepare_analysis_run
 from bluesky_analysis_store.core._staging import StagedFiles
 from bluesky_analysis_store.core._values import MAX_DEPTH, check_depth
 from bluesky_analysis_store.store._locks import hold_embedded_store, release_embedded_store
@@ -391,17 +391,17 @@ def test_a_symlink_planted_at_the_run_directory_fails_the_save(store, tmp_path, 
 def test_a_symlink_planted_between_planning_and_writing_is_not_followed(tmp_path, planted):
     root, outside = _roots(tmp_path)
     data = [{"s": {"x": np.zeros(100), "t": np.ones((4, 4))}}]
-    plan = plan_analysis_run(
+    prepared = prepare_analysis_run(
         data, {}, root=root, writers={"t": "BAS_TIFF"}, provenance=make_provenance()
     )
     if planted == "run directory":
-        link = root / plan.uid
+        link = root / prepared.uid
     else:
-        (root / plan.uid).mkdir()
-        link = root / plan.uid / "s"
+        (root / prepared.uid).mkdir()
+        link = root / prepared.uid / "s"
     link.symlink_to(outside, target_is_directory=True)
     with pytest.raises(UnsafePathError, match=rf"{link} is a symbolic link"):
-        plan.write()
+        prepared.write()
     assert _tree(outside) == []
     assert _open_part_files() == []
     assert link.is_symlink()  # what someone else planted is theirs to remove

@@ -5,7 +5,7 @@ import re
 import pytest
 from helpers import compose
 
-from bluesky_analysis_store import AnalysisInputError, MetadataPacket, analysis_tiled_writer
+from bluesky_analysis_store import AnalysisInputError, MetadataPacket, analysis_sink
 
 SA_UUID = re.compile(r"SA-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
@@ -118,7 +118,7 @@ def test_sample_uuid_is_queryable_in_tiled(tiled_catalog):
     from tiled.queries import Key
 
     runs = tiled_catalog.new_runs_container()
-    writer = analysis_tiled_writer(runs)
+    writer = analysis_sink(runs)
     packet = MetadataPacket()
     uids = {}
     for name in ("a", "b"):

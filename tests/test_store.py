@@ -184,3 +184,13 @@ def test_insert_subscribed_to_a_run_engine(tiled_catalog):
     assert store.derived_from(PARENT_UID) == [uid]
     assert store[uid]["primary"]["det"].read().shape == (3,)
     assert store.by_analysis("live") == [uid]
+
+
+def test_an_unknown_save_option_is_named_and_nothing_is_written(store):
+    from bluesky_analysis_store import InputTypeError
+
+    data = [{"primary": {"image": np.zeros((6, 4), "f4")}}]
+    with pytest.raises(InputTypeError, match=r"'writer'.*accepted: asset_form, event_pages"):
+        store.save(data, {}, provenance=make_provenance(), writer={"image": "BAS_HDF5"})
+    assert len(store) == 0
+    assert [p for p in store.root.rglob("*") if p.is_file() and p.name != ".bas-lock"] == []

@@ -1,4 +1,4 @@
-"""Composing an analysis run: per-key planning, writer choice, ``compose_analysis_run``."""
+"""Composing an analysis run: the per-key layout, writer choice, ``compose_analysis_run``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ _EXPORTS = {
     "compose_analysis_run": "._compose",
 }
 
-__all__ = sorted(_EXPORTS)
+if not TYPE_CHECKING:  # mypy reads the names from the imports below (a star import too)
+    __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:

@@ -7,13 +7,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
 
 import event_model
 from event_model.documents.stream_datum import StreamRange
 
 from ..core._documents import validate_document
-from ..core._errors import AnalysisInputError, AnalysisStoreError, UnsafePathError
+from ..core._errors import AnalysisInputError, AnalysisStoreError, InputTypeError, UnsafePathError
 from ..core._files import is_storage_full, storage_full_error, value_bytes
 from ..core._paths import contained_path
 from ..core._staging import StagedFiles
@@ -27,18 +27,45 @@ from ..provenance._start_metadata import PROVENANCE_KEYS, start_metadata
 from ._keys import (
     RUN_UID_ATTRIBUTE,
     AssetForm,
-    KeyPlan,
+    KeyLayout,
     Streams,
     check_asset_form,
     check_new_file,
     check_root,
     compose_asset,
     data_key,
-    plan_data_dicts,
+    lay_out_data_dicts,
     provenance_attributes,
     refused_value,
     where_in_data_dicts,
 )
+
+if TYPE_CHECKING:
+    from ..core._documents import AnalysisStart, NamedDocument
+
+
+class RunOptions(TypedDict, total=False):
+    """The keyword arguments that every way of saving a run takes, beside ``provenance`` (see
+    :func:`compose_analysis_run` for each): written once, for ``prepare_analysis_run`` and
+    ``AnalysisStore.save``."""
+
+    writers: Mapping[str, Any] | None
+    asset_form: AssetForm
+    uid: str | None
+    policy: ProvenancePolicy | None
+    packet: MetadataPacket | None
+    event_pages: bool
+
+
+def check_run_options(options: Mapping[str, Any]) -> None:
+    """Refuse a keyword that :class:`RunOptions` does not have (a typo would pass silently)."""
+    accepted = RunOptions.__optional_keys__
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise InputTypeError(
+            f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}; accepted: "
+            f"{', '.join(sorted(accepted))}, provenance"
+        )
 
 
 @dataclass(frozen=True)
@@ -59,10 +86,10 @@ class ComposedRun:
     """
 
     uid: str
-    documents: tuple[tuple[str, dict[str, Any]], ...]
+    documents: tuple[NamedDocument, ...]
     files: tuple[Path, ...]
 
-    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+    def __iter__(self) -> Iterator[NamedDocument]:
         for name, doc in self.documents:
             yield name, copy.deepcopy(doc)
 
@@ -70,23 +97,23 @@ class ComposedRun:
         return len(self.documents)
 
 
-def _place_files(plans: list[KeyPlan], start: dict[str, Any], root: Path | None) -> None:
+def _place_files(layouts: list[KeyLayout], start: AnalysisStart, root: Path | None) -> None:
     """Decide each written key's root, path and resource kwargs; check containment."""
-    for plan in plans:
-        if plan.writer is None:
+    for layout in layouts:
+        if layout.writer is None:
             continue
-        where = where_in_data_dicts(None, plan.stream, plan.key)
-        plan.root = plan.writer.root or root
-        if plan.root is None:
+        where = where_in_data_dicts(None, layout.stream, layout.key)
+        layout.root = layout.writer.root or root
+        if layout.root is None:
             raise AnalysisInputError(
                 f"{where} is written to a file but no root was given; pass root=DIRECTORY"
             )
-        check_root(plan.root, where)
-        if plan.writer.resource_func is not None:
-            docs = {"start": copy.deepcopy(start), "stream_name": plan.stream}
+        check_root(layout.root, where)
+        if layout.writer.resource_func is not None:
+            docs = {"start": copy.deepcopy(start), "stream_name": layout.stream}
             try:
-                returned = plan.writer.resource_func(
-                    docs, plan.key, **plan.writer.resource_func_kwargs
+                returned = layout.writer.resource_func(
+                    docs, layout.key, **layout.writer.resource_func_kwargs
                 )
             except Exception as error:
                 raise AnalysisInputError(
@@ -103,103 +130,103 @@ def _place_files(plans: list[KeyPlan], start: dict[str, Any], root: Path | None)
                     f"{where}: the resource func returned {short_repr(returned, 120)}; it must "
                     "return (resource_path: str, resource_kwargs: dict with str keys)"
                 )
-            relative, plan.resource_kwargs = str(returned[0]), dict(returned[1])
+            relative, layout.resource_kwargs = str(returned[0]), dict(returned[1])
         else:
-            relative = f"{start['uid']}/{plan.stream}/{plan.key}{plan.writer.pair.suffix}"
-            plan.resource_kwargs = None
+            relative = f"{start['uid']}/{layout.stream}/{layout.key}{layout.writer.pair.suffix}"
+            layout.resource_kwargs = None
         try:
-            plan.path = contained_path(plan.root, relative)
+            layout.path = contained_path(layout.root, relative)
         except UnsafePathError as error:
             raise UnsafePathError(f"{where}: {error}") from None
-        check_new_file(plan.path, where)
+        check_new_file(layout.path, where)
 
 
 def _write_files(
-    plans: list[KeyPlan],
+    layouts: list[KeyLayout],
     streams: Streams,
     staged: StagedFiles,
     attributes: Mapping[str, str],
 ) -> None:
-    written = [p for p in plans if p.writer is not None and p.path is not None]
+    written = [p for p in layouts if p.writer is not None and p.path is not None]
     bytes_needed = sum(value_bytes(data[p.key]) for p in written for _, data in streams[p.stream])
-    for plan in written:
-        assert plan.path is not None
+    for layout in written:
+        assert layout.path is not None
         try:
-            _write_file(plan, streams[plan.stream], staged, attributes)
+            _write_file(layout, streams[layout.stream], staged, attributes)
         except OSError as error:
             if not is_storage_full(error):
                 raise
-            raise storage_full_error(error, plan.path, plan.root, bytes_needed) from error
+            raise storage_full_error(error, layout.path, layout.root, bytes_needed) from error
 
 
 def _write_file(
-    plan: KeyPlan,
+    layout: KeyLayout,
     entries: list[tuple[int, Mapping[str, Any]]],
     staged: StagedFiles,
     attributes: Mapping[str, str],
 ) -> None:
     """Write one key's values into its (staged) file."""
-    assert plan.writer is not None
-    assert plan.path is not None
-    assert plan.root is not None
-    if plan.resource_kwargs is None:
-        plan.resource_kwargs = plan.writer.pair.resource_kwargs(
-            entries[0][1][plan.key], plan.description
+    assert layout.writer is not None
+    assert layout.path is not None
+    assert layout.root is not None
+    if layout.resource_kwargs is None:
+        layout.resource_kwargs = layout.writer.pair.resource_kwargs(
+            entries[0][1][layout.key], layout.description
         )
-    temporary = staged.stage(plan.path, plan.root)
-    plan.datum_kwargs = []
+    temporary = staged.stage(layout.path, layout.root)
+    layout.datum_kwargs = []
     try:
-        opened = plan.writer.pair.writer(str(temporary), **plan.resource_kwargs)
+        opened = layout.writer.pair.writer(str(temporary), **layout.resource_kwargs)
     except (TypeError, ValueError) as error:
-        where = where_in_data_dicts(None, plan.stream, plan.key)
+        where = where_in_data_dicts(None, layout.stream, layout.key)
         raise AnalysisInputError(
-            f"{where}: writer {plan.writer.pair.spec!r} cannot "
-            f"be opened with resource kwargs {short_repr(plan.resource_kwargs, 120)}: {error}"
+            f"{where}: writer {layout.writer.pair.spec!r} cannot "
+            f"be opened with resource kwargs {short_repr(layout.resource_kwargs, 120)}: {error}"
         ) from None
     with opened as writer:
         for n, data in entries:
             try:
-                plan.datum_kwargs.append(writer(data[plan.key]))
+                layout.datum_kwargs.append(writer(data[layout.key]))
             except (AnalysisStoreError, TypeError, ValueError) as error:
-                where = where_in_data_dicts(n, plan.stream, plan.key)
-                raise refused_value(where, plan.writer, error) from error
-    if plan.writer.pair.annotate is not None:
-        plan.writer.pair.annotate(str(temporary), attributes)
+                where = where_in_data_dicts(n, layout.stream, layout.key)
+                raise refused_value(where, layout.writer, error) from error
+    if layout.writer.pair.annotate is not None:
+        layout.writer.pair.annotate(str(temporary), attributes)
 
 
 def _stream_documents(
     bundle: Any,
     stream: str,
     entries: list[tuple[int, Mapping[str, Any]]],
-    plans: list[KeyPlan],
+    layouts: list[KeyLayout],
     asset_form: AssetForm,
     now: float,
     event_pages: bool,
-) -> Iterator[tuple[str, dict[str, Any]]]:
+) -> Iterator[NamedDocument]:
     descriptor = bundle.compose_descriptor(
-        name=stream, data_keys={p.key: data_key(p, asset_form) for p in plans}, time=now
+        name=stream, data_keys={p.key: data_key(p, asset_form) for p in layouts}, time=now
     )
     yield "descriptor", descriptor.descriptor_doc
-    written = [p for p in plans if p.writer is not None]
+    written = [p for p in layouts if p.writer is not None]
     datum_ids: dict[str, list[str]] = {}
-    for plan in written:
-        assert plan.writer is not None
-        assert plan.path is not None
-        assert plan.root is not None
-        assert plan.datum_kwargs is not None
+    for layout in written:
+        assert layout.writer is not None
+        assert layout.path is not None
+        assert layout.root is not None
+        assert layout.datum_kwargs is not None
         name, document, resource = compose_asset(
             bundle.compose_stream_resource,
             bundle.compose_resource,
             asset_form,
-            plan.writer.pair,
-            plan.key,
-            plan.path,
-            plan.root,
-            plan.resource_kwargs or {},
+            layout.writer.pair,
+            layout.key,
+            layout.path,
+            layout.root,
+            layout.resource_kwargs or {},
         )
         yield name, document
         if asset_form == "stream_resource":
-            count = len(plan.datum_kwargs)
+            count = len(layout.datum_kwargs)
             yield (
                 "stream_datum",
                 resource.compose_stream_datum(
@@ -209,10 +236,10 @@ def _stream_documents(
                 ),
             )
         else:
-            datums = [resource.compose_datum(datum_kwargs=dk) for dk in plan.datum_kwargs]
+            datums = [resource.compose_datum(datum_kwargs=dk) for dk in layout.datum_kwargs]
             yield from (("datum", datum) for datum in datums)
-            datum_ids[plan.key] = [datum["datum_id"] for datum in datums]
-    inline = [p for p in plans if p.writer is None]
+            datum_ids[layout.key] = [datum["datum_id"] for datum in datums]
+    inline = [p for p in layouts if p.writer is None]
     events = []
     for i, (_, data) in enumerate(entries):
         values = {p.key: to_json_value(data[p.key]) for p in inline}
@@ -227,7 +254,7 @@ def _stream_documents(
             )
         )
     if event_pages:
-        yield "event_page", dict(event_model.pack_event_page(*events))
+        yield "event_page", event_model.pack_event_page(*events)  # a new dict
     else:
         yield from (("event", event) for event in events)
 
@@ -315,42 +342,40 @@ def compose_analysis_run(
     UnknownSpecError
         A spec name no pair is registered under.
     """
-    return plan_analysis_run(
-        data_dicts,
-        md,
-        root=root,
-        writers=writers,
-        registry=registry,
-        asset_form=asset_form,
-        uid=uid,
-        provenance=provenance,
-        policy=policy,
-        packet=packet,
-        event_pages=event_pages,
+    options: RunOptions = {
+        "writers": writers,
+        "asset_form": asset_form,
+        "uid": uid,
+        "policy": policy,
+        "packet": packet,
+        "event_pages": event_pages,
+    }
+    return prepare_analysis_run(
+        data_dicts, md, root=root, registry=registry, provenance=provenance, **options
     ).write()
 
 
 def run_content_hash(
     metadata: Mapping[str, Any],
     streams: Mapping[str, list[tuple[int, Mapping[str, Any]]]],
-    plans: Mapping[str, list[KeyPlan]],
+    layouts: Mapping[str, list[KeyLayout]],
     asset_form: str,
 ) -> str:
-    """:func:`content_hash` of a planned run (its start metadata without provenance)."""
+    """:func:`content_hash` of a prepared run (its start metadata without provenance)."""
     return content_hash(
         {k: v for k, v in metadata.items() if k not in PROVENANCE_KEYS},
         {stream: [data for _, data in entries] for stream, entries in streams.items()},
         {
-            stream: {p.key: p.writer.pair.spec if p.writer else None for p in stream_plans}
-            for stream, stream_plans in plans.items()
+            stream: {p.key: p.writer.pair.spec if p.writer else None for p in stream_layouts}
+            for stream, stream_layouts in layouts.items()
         },
         asset_form,
     )
 
 
 @dataclass
-class RunPlan:
-    """An analysis run checked and planned, nothing written yet (see :func:`plan_analysis_run`).
+class PreparedRun:
+    """An analysis run checked and laid out, nothing written yet (see :func:`prepare_analysis_run`).
 
     Attributes
     ----------
@@ -361,10 +386,10 @@ class RunPlan:
     """
 
     uid: str
-    start: dict[str, Any]
+    start: AnalysisStart
     _bundle: Any
     _streams: Streams
-    _plans: dict[str, list[KeyPlan]]
+    _layouts: dict[str, list[KeyLayout]]
     _asset_form: AssetForm
     _event_pages: bool
     _packet: MetadataPacket | None
@@ -388,29 +413,31 @@ class RunPlan:
         """Write the files and compose and validate every document; on any error, no file
         and no directory is left behind."""
         start = self.start
-        flat_plans = [plan for stream_plans in self._plans.values() for plan in stream_plans]
+        flat_layouts = [
+            layout for stream_layouts in self._layouts.values() for layout in stream_layouts
+        ]
         now = time.time()
         with StagedFiles() as staged:
             attributes = {
                 RUN_UID_ATTRIBUTE: start["uid"],
                 **provenance_attributes(start["provenance"]),
             }
-            _write_files(flat_plans, self._streams, staged, attributes)
-            documents: list[tuple[str, dict[str, Any]]] = [("start", start)]
+            _write_files(flat_layouts, self._streams, staged, attributes)
+            documents: list[NamedDocument] = [("start", start)]
             for stream, entries in self._streams.items():
                 documents.extend(
                     _stream_documents(
                         self._bundle,
                         stream,
                         entries,
-                        self._plans[stream],
+                        self._layouts[stream],
                         self._asset_form,
                         now,
                         self._event_pages,
                     )
                 )
             stop = self._bundle.compose_stop(exit_status="success", time=now)
-            documents.append(("stop", dict(stop)))
+            documents.append(("stop", stop))  # a new dict
             for name, doc in documents:
                 validate_document(name, doc)
             try:
@@ -423,46 +450,46 @@ class RunPlan:
         return ComposedRun(uid=start["uid"], documents=tuple(documents), files=tuple(files))
 
 
-def plan_analysis_run(
+def prepare_analysis_run(
     data_dicts: Sequence[Mapping[str, Mapping[str, Any]]],
     md: Mapping[str, Any],
     *,
     root: str | Path | None = None,
-    writers: Mapping[str, Any] | None = None,
     registry: PairRegistry | None = None,
-    asset_form: AssetForm = "stream_resource",
-    uid: str | None = None,
     provenance: Provenance | Mapping[str, Any] | None = None,
-    policy: ProvenancePolicy | None = None,
-    packet: MetadataPacket | None = None,
-    event_pages: bool = False,
-) -> RunPlan:
-    """Check everything :func:`compose_analysis_run` checks and plan the run, writing nothing.
+    **options: Unpack[RunOptions],
+) -> PreparedRun:
+    """Check everything :func:`compose_analysis_run` checks and lay out the run, writing nothing.
 
     Arguments and errors are those of :func:`compose_analysis_run`, which is
-    ``plan_analysis_run(...).write()``. The plan knows the run's lineage and content hashes,
+    ``prepare_analysis_run(...).write()``. The prepared run knows its lineage and content hashes,
     so a caller can decide whether to write it at all (``AnalysisStore.save`` does).
     """
+    check_run_options(options)
+    writers, uid, policy = options.get("writers"), options.get("uid"), options.get("policy")
+    packet, asset_form = options.get("packet"), options.get("asset_form", "stream_resource")
+    event_pages = options.get("event_pages", False)
     check_asset_form(asset_form)
     registry = registry if registry is not None else default_registry()
     policy = policy if policy is not None else ProvenancePolicy()
     checked_provenance = enforce_provenance(provenance, policy)
     metadata = start_metadata(md, checked_provenance, policy, packet)
-    streams, plans = plan_data_dicts(data_dicts, writers, registry)
-    metadata["content_hash"] = run_content_hash(metadata, streams, plans, asset_form)
+    streams, layouts = lay_out_data_dicts(data_dicts, writers, registry)
+    metadata["content_hash"] = run_content_hash(metadata, streams, layouts, asset_form)
     try:
         bundle = event_model.compose_run(uid=uid, metadata=metadata)
     except Exception as error:
         raise AnalysisInputError(f"md does not make a valid start document: {error}") from None
-    start: dict[str, Any] = dict(bundle.start_doc)
-    flat_plans = [plan for stream_plans in plans.values() for plan in stream_plans]
-    _place_files(flat_plans, start, Path(root) if root is not None else None)
-    return RunPlan(
+    # compose_run put every key of ``metadata`` into it: the provenance keys and content_hash
+    start = cast("AnalysisStart", dict(bundle.start_doc))
+    flat_layouts = [layout for stream_layouts in layouts.values() for layout in stream_layouts]
+    _place_files(flat_layouts, start, Path(root) if root is not None else None)
+    return PreparedRun(
         uid=start["uid"],
         start=start,
         _bundle=bundle,
         _streams=streams,
-        _plans=plans,
+        _layouts=layouts,
         _asset_form=asset_form,
         _event_pages=event_pages,
         _packet=packet,

@@ -1,4 +1,4 @@
-"""Per-key planning: which keys go to files, their data-key descriptions, names and limits.
+"""Per-key layout: which keys go to files, their data-key descriptions, names and limits.
 
 The rules :func:`~bluesky_analysis_store.compose_analysis_run`, ``AnalysisDevice`` and the
 ``analyze`` plan share, written once: each data key is checked (name, TiledWriter's reserved
@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..core._errors import AnalysisInputError, AnalysisStoreError
 from ..core._paths import check_name
@@ -20,6 +20,9 @@ from ..core._values import ValueDescription, describe_inline, is_dataframe, shor
 from ..pairs._pairs import PairRegistry, WriterHandlerPair
 from ..provenance._provenance import canonical_json
 from ._writer_choice import KeyWriter, normalize_writers
+
+if TYPE_CHECKING:
+    from ..core._documents import Resource, StreamResource
 
 AssetForm = Literal["stream_resource", "resource"]
 
@@ -87,7 +90,7 @@ def check_not_reserved(key: str, where: str) -> None:
 
 
 @dataclass
-class KeyPlan:
+class KeyLayout:
     """One data key of one stream: its description and, for a key written to a file, how.
 
     ``path``, ``root``, ``resource_kwargs`` and ``datum_kwargs`` are filled in as the file is
@@ -129,14 +132,14 @@ def describe_value(value: Any, writer: KeyWriter | None, where: str) -> ValueDes
         raise AnalysisInputError(f"{where}: {error}") from None
 
 
-def plan_key(
+def lay_out_key(
     stream: str,
     key: str,
     value: Any,
     writers: Mapping[str, KeyWriter],
     registry: PairRegistry,
     where: str,
-) -> KeyPlan:
+) -> KeyLayout:
     """Check a data key's name, choose its writer and describe its first value.
 
     ``where`` names the mapping holding the key, for error messages.
@@ -144,19 +147,21 @@ def plan_key(
     check_name(key, f"{where}: data key")
     check_not_reserved(key, where)
     writer = writers.get(key) or default_writer(value, registry)
-    return KeyPlan(stream, key, describe_value(value, writer, f"{where}[{key!r}]"), writer)
+    return KeyLayout(stream, key, describe_value(value, writer, f"{where}[{key!r}]"), writer)
 
 
-def check_same_description(plan: KeyPlan, value: Any, where: str, earlier: str, scope: str) -> None:
-    """Refuse a later value of a key whose dtype or shape differs from the planned one.
+def check_same_description(
+    layout: KeyLayout, value: Any, where: str, earlier: str, scope: str
+) -> None:
+    """Refuse a later value of a key whose dtype or shape differs from its layout.
 
     ``earlier`` names the first value with its verb (``"data_dicts[0]['s']['k'] has"``),
     ``scope`` how long the description holds (``"within a stream"``).
     """
-    this = describe_value(value, plan.writer, where)
-    if this != plan.description:
+    this = describe_value(value, layout.writer, where)
+    if this != layout.description:
         raise AnalysisInputError(
-            f"{where} has {this.summary()} but {earlier} {plan.description.summary()}; a key "
+            f"{where} has {this.summary()} but {earlier} {layout.description.summary()}; a key "
             f"keeps one dtype and shape (and table index) {scope}"
         )
 
@@ -164,7 +169,7 @@ def check_same_description(plan: KeyPlan, value: Any, where: str, earlier: str, 
 def check_same_keys(
     keys: Collection[str], expected: Collection[str], got: str, earlier: str, rule: str
 ) -> None:
-    """Refuse a mapping whose keys differ from the planned ones, naming missing and extra."""
+    """Refuse a mapping whose keys differ from the laid-out keys, naming missing and extra."""
     if set(keys) != set(expected):
         missing, extra = sorted(set(expected) - set(keys)), sorted(set(keys) - set(expected))
         raise AnalysisInputError(
@@ -173,12 +178,12 @@ def check_same_keys(
         )
 
 
-def data_key(plan: KeyPlan, asset_form: AssetForm) -> dict[str, Any]:
-    """The descriptor's data key for a planned key (``external`` for a key in a file)."""
-    description = plan.description.as_data_key(source="analysis")
-    if plan.writer is not None:
+def data_key(layout: KeyLayout, asset_form: AssetForm) -> dict[str, Any]:
+    """The descriptor's data key of a laid-out key (``external`` for a key in a file)."""
+    description = layout.description.as_data_key(source="analysis")
+    if layout.writer is not None:
         description["external"] = "STREAM:" if asset_form == "stream_resource" else "FILESTORE:"
-    elif plan.description.dtype == "string":
+    elif layout.description.dtype == "string":
         del description["dtype_numpy"]
     return description
 
@@ -192,7 +197,7 @@ def compose_asset(
     path: Path,
     root: Path,
     kwargs: Mapping[str, Any],
-) -> tuple[str, dict[str, Any], Any]:
+) -> tuple[str, StreamResource | Resource, Any]:
     """A file's (stream) resource: ``(document name, document, event-model bundle)``.
 
     The two callables are event-model's composers (a run bundle's or standalone ones).
@@ -254,12 +259,12 @@ def group_streams(data_dicts: Any) -> Streams:
     return streams
 
 
-def _plan_stream(
+def _lay_out_stream(
     stream: str,
     entries: list[tuple[int, Mapping[str, Any]]],
     writers: dict[str, KeyWriter],
     registry: PairRegistry,
-) -> list[KeyPlan]:
+) -> list[KeyLayout]:
     first_n, first = entries[0]
     first_where = where_in_data_dicts(first_n, stream)
     for n, data in entries[1:]:
@@ -270,56 +275,56 @@ def _plan_stream(
             f"{first_where} has",
             "every entry of a stream must carry the same data keys",
         )
-    plans = []
+    layouts = []
     for key in first:
-        plan = plan_key(stream, key, first[key], writers, registry, first_where)
+        layout = lay_out_key(stream, key, first[key], writers, registry, first_where)
         for n, data in entries[1:]:
             check_same_description(
-                plan,
+                layout,
                 data[key],
                 where_in_data_dicts(n, stream, key),
                 f"{first_where}[{key!r}] has",
                 "within a stream",
             )
-        plans.append(plan)
-    return plans
+        layouts.append(layout)
+    return layouts
 
 
-def plan_streams(
+def lay_out_streams(
     streams: Streams, writers: dict[str, KeyWriter], registry: PairRegistry
-) -> dict[str, list[KeyPlan]]:
-    """Plan every stream's keys; a key name is written to a file in every stream or in none.
+) -> dict[str, list[KeyLayout]]:
+    """Lay out every stream's keys; a key name is written to a file in every stream or in none.
 
     TiledWriter keeps one kind per data key name in a run: a key external in one stream and
     inside the events in another breaks the second stream's descriptor (refused by tiled, the
     run left half written). It is refused here, before anything is written.
     """
-    plans = {
-        stream: _plan_stream(stream, entries, writers, registry)
+    layouts = {
+        stream: _lay_out_stream(stream, entries, writers, registry)
         for stream, entries in streams.items()
     }
     kinds: dict[str, tuple[str, bool]] = {}
-    for stream, stream_plans in plans.items():
-        for plan in stream_plans:
-            written = plan.writer is not None
-            first_stream, first_written = kinds.setdefault(plan.key, (stream, written))
+    for stream, stream_layouts in layouts.items():
+        for layout in stream_layouts:
+            written = layout.writer is not None
+            first_stream, first_written = kinds.setdefault(layout.key, (stream, written))
             if first_written != written:
                 where_file, where_event = (
                     (first_stream, stream) if first_written else (stream, first_stream)
                 )
                 raise AnalysisInputError(
-                    f"data key {plan.key!r} is written to a file in stream {where_file!r} but "
+                    f"data key {layout.key!r} is written to a file in stream {where_file!r} but "
                     f"travels inside the events of stream {where_event!r}; a run keeps one kind "
                     "per key name (tiled's TiledWriter): rename one of them, or name a writer "
-                    f"for {plan.key!r} in writers= so that every stream writes it to a file"
+                    f"for {layout.key!r} in writers= so that every stream writes it to a file"
                 )
-    return plans
+    return layouts
 
 
-def plan_data_dicts(
+def lay_out_data_dicts(
     data_dicts: Any, writers: Mapping[str, Any] | None, registry: PairRegistry
-) -> tuple[Streams, dict[str, list[KeyPlan]]]:
-    """Check ``data_dicts`` and ``writers`` and plan every key: ``(streams, plans)``."""
+) -> tuple[Streams, dict[str, list[KeyLayout]]]:
+    """Check ``data_dicts`` and ``writers`` and layout every key: ``(streams, layouts)``."""
     streams = group_streams(data_dicts)
     key_writers = normalize_writers(writers, registry)
     all_keys = {key for entries in streams.values() for key in entries[0][1]}
@@ -328,4 +333,4 @@ def plan_data_dicts(
         raise AnalysisInputError(
             f"writers names keys {unknown} that no stream holds; data keys: {sorted(all_keys)}"
         )
-    return streams, plan_streams(streams, key_writers, registry)
+    return streams, lay_out_streams(streams, key_writers, registry)

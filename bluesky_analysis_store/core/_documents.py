@@ -1,11 +1,54 @@
-"""Event-model documents checked against event-model's own schemas."""
+"""Event-model documents: the project's one set of their type names, and their schema check.
+
+The types are event-model's own TypedDicts (``event_model.documents``), imported for the type
+checker only: ``event_model`` is slow to import, and ``import bluesky_analysis_store`` stays
+light. Import them likewise, under ``TYPE_CHECKING``.
+
+A start document of ours carries keys event-model's ``RunStart`` does not declare
+(``provenance``, ``analysis_name``, ``parent_uids``, ``lineage_hash``, ``content_hash``, ...;
+the schema allows extra keys, the TypedDict does not name them): read them with ``.get``, or
+through ``Mapping[str, Any]`` where a missing key is an error.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ._errors import AnalysisInputError
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from event_model.documents import Datum as Datum
+    from event_model.documents import DatumPage as DatumPage
+    from event_model.documents import Document as Document
+    from event_model.documents import Event as Event
+    from event_model.documents import EventDescriptor as EventDescriptor
+    from event_model.documents import EventPage as EventPage
+    from event_model.documents import Resource as Resource
+    from event_model.documents import RunStart as RunStart
+    from event_model.documents import RunStop as RunStop
+    from event_model.documents import StreamDatum as StreamDatum
+    from event_model.documents import StreamResource as StreamResource
+
+    #: One ``(name, doc)`` pair, as a run's documents are listed and iterated (``ComposedRun``).
+    NamedDocument: TypeAlias = tuple[str, Document]
+
+    #: A document subscriber (a RunEngine callback, ``AnalysisStore.insert``, a TiledWriter).
+    Subscriber: TypeAlias = Callable[[str, Document], Any]
+
+    class AnalysisStart(RunStart):
+        """The start document of a run this package composes: event-model's keys and the
+        provenance keys (``provenance._start_metadata``) and ``content_hash``."""
+
+        provenance: dict[str, Any]
+        provenance_policy: dict[str, Any]
+        analysis_name: str
+        analysis_version: str
+        parent_uids: list[str]
+        lineage_hash: str
+        content_hash: str
 
 
 def _page_rows(page: Mapping[str, Any], rows: list[int]) -> dict[str, Any]:

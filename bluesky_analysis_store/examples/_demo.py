@@ -1,4 +1,4 @@
-"""The main job (``bas demo``): compose a realistic analysis run on the embedded default root."""
+"""The main job (``bas demo``): compose a realistic analysis run in the embedded default store."""
 
 from __future__ import annotations
 

@@ -99,6 +99,8 @@ def check_document(name: Any, doc: Any) -> None:
     InvalidDocumentError
         Naming the document, the field and what is accepted.
     """
+    # ``name`` and ``doc`` stay Any, not event-model's TypedDicts: they come from outside, and
+    # finding out whether they are a document is this function's job
     from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped]
 
     from ..core._documents import validate_document

@@ -9,10 +9,10 @@ with it: nothing has to "forget" a uid.
 Two chains exist:
 
 * :class:`GatedRun`: the document gate (:class:`~._gate.RunGate`), then a TiledWriter of the
-  run's own (what :func:`~._tiled_writer.analysis_tiled_writer` returns);
+  run's own (what :func:`~._sink.analysis_sink` returns);
 * :class:`RunInsertion`: the store's, with idempotence (a run already stored is checked, not
   written again) and the durable local spool (write-ahead; the store unreachable: spool only)
-  around the gated writer.
+  around the gated sink.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..core._errors import AnalysisStoreError, ProvenanceError, RunConflictError
 from ._gate import (
@@ -34,7 +34,15 @@ from ._gate import (
 from ._runs import stored_run
 
 if TYPE_CHECKING:
-    from ._tiled_writer import WriterFactory
+    from ..core._documents import (
+        DatumPage,
+        Document,
+        EventPage,
+        NamedDocument,
+        RunStart,
+        RunStop,
+    )
+    from ._sink import SinkFactory
 
 logger = logging.getLogger("bluesky_analysis_store.insert")
 
@@ -65,9 +73,9 @@ class RunChain(Protocol):
 
     gate: RunGate
 
-    def __call__(self, name: str, doc: dict[str, Any]) -> None: ...
+    def __call__(self, name: str, doc: Document) -> None: ...
 
-    def start_again(self, start: Mapping[str, Any]) -> None:
+    def start_again(self, start: RunStart) -> None:
         """The run's start was sent again while the run is open."""
 
     def discard(self) -> None:
@@ -89,27 +97,28 @@ class RunRoutedPipeline:
         the run is refused: then nothing of it is kept here).
     """
 
-    def __init__(self, make_chain: Callable[[dict[str, Any]], RunChain]) -> None:
+    def __init__(self, make_chain: Callable[[RunStart], RunChain]) -> None:
         from event_model import RunRouter
 
         self._make_chain = make_chain
         self._open: dict[str, RunChain] = {}  # the runs between their start and stop
         #: The document being routed, as it was given (the router hands the chains events as
         #: event pages and datums as datum pages; the spool keeps what was given)
-        self.given: tuple[str, dict[str, Any]] | None = None
+        self.given: NamedDocument | None = None
         self._router = RunRouter(
             [self._factory],
             filler_class=_PassThrough,  # type: ignore[arg-type]
         )
 
-    def _factory(self, name: str, start: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    def _factory(self, name: str, start: RunStart) -> tuple[list[Any], list[Any]]:
         return [self._open[start["uid"]]], []
 
     def chain(self, uid: str) -> RunChain | None:
         """The chain of open run ``uid``, if any."""
         return self._open.get(uid)
 
-    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+    def __call__(self, name: str, doc: Document) -> None:
+        # declared a Document, but it comes from outside: check_document finds out whether it is
         if name in ("bulk_events", "bulk_datum"):  # deprecated layouts: their pages instead
             for page_name, page in pages_of_bulk(name, doc):
                 self(page_name, page)
@@ -125,32 +134,35 @@ class RunRoutedPipeline:
         finally:
             self.given = None
 
-    def _route(self, name: str, doc: dict[str, Any]) -> None:
+    def _route(self, name: str, doc: Document) -> None:
+        routed = cast("dict[str, Any]", doc)  # event-model types the router's documents as dicts
         if name == "start":
-            uid = doc["uid"]
+            start = cast("RunStart", doc)  # its name says which document it is (checked)
+            uid = start["uid"]
             if uid in self._open:
-                self._open[uid].start_again(doc)
+                self._open[uid].start_again(start)
                 return
-            self._open[uid] = self._make_chain(doc)
+            self._open[uid] = self._make_chain(start)
             try:
-                self._router(name, doc)
+                self._router(name, routed)
             except BaseException:
                 self._open.pop(uid, None)
                 raise
             return
         if name == "stop":
-            if doc["run_start"] not in self._open:
+            stop = cast("RunStop", doc)
+            if stop["run_start"] not in self._open:
                 raise self._unrouted(name, doc, "'run_start'")
             try:
-                self._router(name, doc)
+                self._router(name, routed)
             finally:
-                if self._open[doc["run_start"]].gate.closed:
-                    self._end(doc["run_start"])
+                if self._open[stop["run_start"]].gate.closed:
+                    self._end(stop["run_start"])
             return
         from event_model import UnresolvableForeignKeyError
 
         try:
-            self._router(name, doc)
+            self._router(name, routed)
         except (KeyError, UnresolvableForeignKeyError):  # a link to nothing the router knows
             raise self._unrouted(name, doc, "its links") from None
 
@@ -188,16 +200,20 @@ class RunRoutedPipeline:
         return list(self._open.values())
 
 
-def pages_of_bulk(name: str, doc: Any) -> list[tuple[str, dict[str, Any]]]:
+def pages_of_bulk(name: str, doc: Any) -> list[NamedDocument]:
     """A ``bulk_events`` document as event pages (one per descriptor), a ``bulk_datum`` as a
-    datum page: event-model's conversions of its deprecated layouts."""
+    datum page: event-model's conversions of its deprecated layouts.
+
+    ``doc`` comes from outside (the deprecated layouts have no TypedDict): it is validated here.
+    """
     import event_model
 
     try:
         event_model.schema_validators[event_model.DocumentNames[name]].validate(doc)
         if name == "bulk_events":
-            return [("event_page", dict(p)) for p in event_model.bulk_events_to_event_pages(doc)]
-        return [("datum_page", dict(event_model.bulk_datum_to_datum_page(doc)))]
+            pages = event_model.bulk_events_to_event_pages(doc)
+            return [("event_page", cast("EventPage", dict(p))) for p in pages]
+        return [("datum_page", cast("DatumPage", dict(event_model.bulk_datum_to_datum_page(doc))))]
     except Exception as error:  # jsonschema's ValidationError, or a malformed layout
         raise InvalidDocumentError(
             f"{name} document is malformed: {getattr(error, 'message', error)!s:.300}"
@@ -209,13 +225,13 @@ class GatedRun:
     its later documents are refused too, but for a stop that does not claim success, so that a
     run that lost a document never looks complete."""
 
-    def __init__(self, start: dict[str, Any], writer: Any, gate: RunGate) -> None:
+    def __init__(self, start: RunStart, sink: Any, gate: RunGate) -> None:
         self.gate = gate
-        self.writer = writer
+        self.sink = sink  # the run's own TiledWriter
         self._discarded = False
         self._write("start", start)
 
-    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+    def __call__(self, name: str, doc: Document) -> None:
         if name == "start" or self._discarded:
             return
         try:
@@ -226,9 +242,9 @@ class GatedRun:
         self._write(name, doc)
         self.gate.record(name, doc)
 
-    def _write(self, name: str, doc: dict[str, Any]) -> None:
+    def _write(self, name: str, doc: Document) -> None:
         try:
-            self.writer(name, doc)
+            self.sink(name, doc)
         except Exception as error:
             wrapped = DocumentWriteError(
                 f"tiled did not accept {document_id(name, doc)}: {type(error).__name__}: "
@@ -238,7 +254,7 @@ class GatedRun:
             self.gate.poison(str(wrapped))
             raise wrapped from error
 
-    def start_again(self, start: Mapping[str, Any]) -> None:
+    def start_again(self, start: RunStart) -> None:
         raise InvalidDocumentError(f"{document_id('start', start)}: this run is already open")
 
     def discard(self) -> None:
@@ -274,7 +290,7 @@ class StorePipeline(RunRoutedPipeline):
     ----------
     runs : CatalogOfBlueskyRuns client
         Where the runs go.
-    make_writer : WriterFactory
+    make_sink : SinkFactory
         Returns a new TiledWriter on ``runs`` (one per run); its ``spec_to_mimetype`` is the
         gate's too (legacy resources).
     spool : Path, optional
@@ -287,20 +303,20 @@ class StorePipeline(RunRoutedPipeline):
     def __init__(
         self,
         runs: Any,
-        make_writer: WriterFactory,
+        make_sink: SinkFactory,
         *,
         spool: Path | None = None,
         retry_after: float = DEFAULT_RETRY_AFTER,
     ) -> None:
         super().__init__(self._insertion)
         self.runs = runs
-        self.make_writer = make_writer
+        self.make_sink = make_sink
         self.spool = spool
         self.retry_after = retry_after
         self._offline_until = 0.0
         self._fresh: set[str] = set()  # uids just made, known not to be stored
 
-    def _insertion(self, start: dict[str, Any]) -> RunInsertion:
+    def _insertion(self, start: RunStart) -> RunInsertion:
         return RunInsertion(self, start)
 
     # --------------------------------------------------------------- shared by the runs
@@ -358,11 +374,11 @@ class RunInsertion:
     (full disk, permissions) is logged and the run is inserted directly.
     """
 
-    def __init__(self, pipeline: StorePipeline, start: dict[str, Any]) -> None:
+    def __init__(self, pipeline: StorePipeline, start: RunStart) -> None:
         require_provenance(start)
         self.pipeline = pipeline
         self.uid = str(start["uid"])
-        self.gate = RunGate(self.uid, pipeline.make_writer.spec_to_mimetype)
+        self.gate = RunGate(self.uid, pipeline.make_sink.spec_to_mimetype)
         self.new = False
         self.online = True
         self._run: GatedRun | None = None
@@ -383,7 +399,7 @@ class RunInsertion:
 
     # --------------------------------------------------------------- the spool
 
-    def _open_spool(self, start: dict[str, Any]) -> Any:
+    def _open_spool(self, start: RunStart) -> Any:
         if self.pipeline.spool is None:
             return None
         from ._spool import SpooledRun
@@ -410,7 +426,7 @@ class RunInsertion:
         )
         self.spooled = None
 
-    def _spool(self, name: str, doc: Mapping[str, Any]) -> None:
+    def _spool(self, name: str, doc: Document) -> None:
         if self.spooled is None:
             return
         try:
@@ -447,12 +463,12 @@ class RunInsertion:
 
     # --------------------------------------------------------------- the store
 
-    def _start(self, start: dict[str, Any]) -> bool:
+    def _start(self, start: RunStart) -> bool:
         """Whether this run is new (and was started in the store)."""
         runs = self.pipeline.runs
         if self.pipeline.take_fresh(self.uid) or stored_run(runs, self.uid) is None:
             try:
-                self._run = GatedRun(start, self.pipeline.make_writer(), self.gate)
+                self._run = GatedRun(start, self.pipeline.make_sink(), self.gate)
                 return True
             except Exception as error:
                 # tiled creates a node atomically: 409 if the uid exists after all (another
@@ -478,7 +494,7 @@ class RunInsertion:
                 "new run a new uid"
             )
 
-    def start_again(self, start: Mapping[str, Any]) -> None:
+    def start_again(self, start: RunStart) -> None:
         try:
             self._check_stored("start", start)
         except RunConflictError:
@@ -492,11 +508,11 @@ class RunInsertion:
             self._kept.unlink(missing_ok=True)
             self._kept = None
 
-    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+    def __call__(self, name: str, doc: Document) -> None:
         if name == "start" or self._discarded:
             return
         if name == "stop":
-            self._stop(doc)
+            self._stop(cast("RunStop", doc))
             return
         self._spool(*(self.pipeline.given or (name, doc)))
         if not self.online:
@@ -508,14 +524,14 @@ class RunInsertion:
                 raise
             self._go_offline(f"{type(error).__name__}: {error!s:.200}")
 
-    def _insert(self, name: str, doc: dict[str, Any]) -> None:
+    def _insert(self, name: str, doc: Document) -> None:
         if self._run is not None:
             self._run(name, doc)
         elif name == "stop":
             self._check_stored("stop", doc)
             self.gate.record(name, doc)
 
-    def _stop(self, stop: dict[str, Any]) -> None:
+    def _stop(self, stop: RunStop) -> None:
         """The stop is inserted first and spooled only if that fails, so that a spool file
         holds a stop only when its run could not be inserted whole."""
         if self.online:
@@ -532,7 +548,7 @@ class RunInsertion:
         self.gate.closed = True
         self._keep_in_spool(stop)
 
-    def _keep_in_spool(self, stop: dict[str, Any]) -> None:
+    def _keep_in_spool(self, stop: RunStop) -> None:
         if self.spooled is None:
             return
         self._spool("stop", stop)

@@ -25,16 +25,18 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core._errors import UnreadableFileError
 from ..core._files import fsync_path
+
+if TYPE_CHECKING:
+    from ..core._documents import Document, RunStart, Subscriber
 
 logger = logging.getLogger("bluesky_analysis_store.spool")
 
 #: The spool's directory under a served store's root (fsck and replay know it).
 SPOOL_DIRECTORY = ".bas-spool"
-Subscriber = Callable[[str, dict[str, Any]], Any]
 
 
 def is_unreachable(error: BaseException) -> bool:
@@ -73,7 +75,7 @@ def _spool_manager(directory: Path) -> Any:
 class SpooledRun:
     """One run's spool file, open and locked (suitcase-jsonl's ``Serializer`` writes it)."""
 
-    def __init__(self, directory: Path, start: Mapping[str, Any]) -> None:
+    def __init__(self, directory: Path, start: RunStart) -> None:
         import event_model
         from suitcase.jsonl import Serializer
 
@@ -94,7 +96,7 @@ class SpooledRun:
             self.abandon()  # a full disk or no permission: no half-written file stays
             raise
 
-    def append(self, name: str, doc: Mapping[str, Any], *, sync: bool) -> None:
+    def append(self, name: str, doc: Document, *, sync: bool) -> None:
         """Write one document (flushed; ``sync``: on disk before this returns)."""
         self._serializer(name, doc)  # after a stop, suitcase-jsonl closes (and unlocks) it
         self.documents += 1
@@ -123,9 +125,14 @@ class SpooledRun:
 # --------------------------------------------------------------------------------- replay
 
 
-def read_spool_file(path: Path) -> list[tuple[str, dict[str, Any]]]:
+def read_spool_file(path: Path) -> list[tuple[str, Any]]:
     """The ``(name, doc)`` pairs of one spool file, in order. A last line cut off by a crash
-    (no newline) is dropped; any other unreadable line raises ``ValueError`` naming it."""
+    (no newline) is dropped; any other unreadable line raises ``ValueError`` naming it.
+
+    Untyped on purpose: the documents were checked before they were spooled, but what is read
+    back from disk is only JSON; a replay sends it through the gate again, fsck reads it
+    defensively.
+    """
     documents = []
     text = path.read_text()
     lines = text.split("\n")
@@ -306,7 +313,7 @@ def replay_spool(
     return report
 
 
-def spooled_documents(directory: Path) -> Iterator[tuple[Path, list[tuple[str, dict[str, Any]]]]]:
+def spooled_documents(directory: Path) -> Iterator[tuple[Path, list[tuple[str, Any]]]]:
     """Every readable spool file with its documents (for fsck: their files are not orphans)."""
     for path in spool_files(directory):
         with contextlib.suppress(OSError, ValueError):

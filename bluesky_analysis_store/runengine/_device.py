@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import event_model
 from event_model.documents.stream_datum import StreamRange
@@ -24,7 +24,7 @@ from ophyd.status import Status
 from ..compose._keys import (
     RUN_UID_ATTRIBUTE,
     AssetForm,
-    KeyPlan,
+    KeyLayout,
     check_asset_form,
     check_new_file,
     check_root,
@@ -32,7 +32,7 @@ from ..compose._keys import (
     check_same_keys,
     compose_asset,
     data_key,
-    plan_key,
+    lay_out_key,
     refused_value,
 )
 from ..compose._writer_choice import KeyWriter, normalize_writers
@@ -44,7 +44,13 @@ from ..core._values import short_repr, to_json_value
 from ..pairs._pairs import PairRegistry, default_registry
 from ..pairs._protocols import Writer
 
-Asset = tuple[str, dict[str, Any]]
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from ..core._documents import Datum, Resource, StreamDatum, StreamResource
+
+    #: What ``collect_asset_docs`` yields (run_start, descriptor and seq_nums filled in later).
+    Asset: TypeAlias = tuple[str, StreamResource | StreamDatum | Resource | Datum]
 
 
 @dataclass
@@ -147,7 +153,7 @@ class AnalysisDevice(Device):
         self.file_attributes: dict[str, str] = {}
         self.published: tuple[Path, ...] = ()
         self._compute = compute
-        self._plans: dict[str, KeyPlan] | None = None  # learned by the first compute()
+        self._layouts: dict[str, KeyLayout] | None = None  # learned by the first compute()
         self._staged_files: StagedFiles | None = None  # None: not staged
         self._writer_stack = contextlib.ExitStack()
         self._directory = ""
@@ -161,7 +167,7 @@ class AnalysisDevice(Device):
     def _where(self, key: str | None = None) -> str:
         return f"AnalysisDevice {self.name!r}: compute()" + ("" if key is None else f"[{key!r}]")
 
-    def _learn(self, values: Mapping[str, Any]) -> dict[str, KeyPlan]:
+    def _learn(self, values: Mapping[str, Any]) -> dict[str, KeyLayout]:
         """Each key's writer (compose_analysis_run's choice) and description."""
         unknown = sorted(set(self.writers) - set(values))
         if unknown:
@@ -170,48 +176,48 @@ class AnalysisDevice(Device):
                 f"it returns {sorted(values)}"
             )
         return {
-            key: plan_key(self.name, key, value, self.writers, self.registry, self._where())
+            key: lay_out_key(self.name, key, value, self.writers, self.registry, self._where())
             for key, value in values.items()
         }
 
-    def _check(self, values: Any) -> dict[str, KeyPlan]:
+    def _check(self, values: Any) -> dict[str, KeyLayout]:
         """Validate one compute() result completely, before anything is written."""
         if not isinstance(values, Mapping) or not values:
             raise AnalysisInputError(
                 f"{self._where()} must return a non-empty mapping {{data_key: value}}; got "
                 f"{short_repr(values)}"
             )
-        if self._plans is None:
+        if self._layouts is None:
             return self._learn(values)
         check_same_keys(
             values,
-            self._plans,
+            self._layouts,
             f"{self._where()} returned keys",
             "earlier",
             "every call must return the same keys",
         )
-        for key, plan in self._plans.items():
+        for key, layout in self._layouts.items():
             check_same_description(
-                plan,
+                layout,
                 values[key],
                 self._where(key),
                 f"earlier values of {key!r} had",
                 "until the device is unstaged",
             )
-        return self._plans
+        return self._layouts
 
     # -- files -------------------------------------------------------------------------------
 
-    def _open_file(self, plan: KeyPlan, value: Any) -> _OpenFile:
-        assert plan.writer is not None
+    def _open_file(self, layout: KeyLayout, value: Any) -> _OpenFile:
+        assert layout.writer is not None
         assert self._staged_files is not None
-        pair = plan.writer.pair
-        file_root = plan.writer.root or self.file_root
-        check_root(file_root, self._where(plan.key))
-        path = contained_path(file_root, f"{self._directory}/{self.name}/{plan.key}{pair.suffix}")
-        check_new_file(path, self._where(plan.key), f" (run_uid {self.run_uid!r} used twice?)")
+        pair = layout.writer.pair
+        file_root = layout.writer.root or self.file_root
+        check_root(file_root, self._where(layout.key))
+        path = contained_path(file_root, f"{self._directory}/{self.name}/{layout.key}{pair.suffix}")
+        check_new_file(path, self._where(layout.key), f" (run_uid {self.run_uid!r} used twice?)")
         temporary = self._staged_files.stage(path, file_root)
-        kwargs = pair.resource_kwargs(value, plan.description)
+        kwargs = pair.resource_kwargs(value, layout.description)
         writer = self._writer_stack.enter_context(pair.writer(str(temporary), **kwargs))
         # run_start, descriptor and seq_nums are filled in by the RunEngine's bundler.
         name, document, bundle = compose_asset(
@@ -219,7 +225,7 @@ class AnalysisDevice(Device):
             event_model.ComposeResource(None),
             self.asset_form,
             pair,
-            plan.key,
+            layout.key,
             path,
             file_root,
             kwargs,
@@ -274,7 +280,7 @@ class AnalysisDevice(Device):
         attributes = dict(self.file_attributes)
         if self.run_uid is not None:
             attributes[RUN_UID_ATTRIBUTE] = self.run_uid
-        self.run_uid, self._plans, self._reading = None, None, None
+        self.run_uid, self._layouts, self._reading = None, None, None
         self._assets.clear()
         if staged is None:
             return [self]
@@ -303,31 +309,31 @@ class AnalysisDevice(Device):
         """
         values = self._compute()
         now = time.time()
-        plans = self._check(values)
-        if self._staged_files is None and any(p.writer is not None for p in plans.values()):
-            written = sorted(key for key, p in plans.items() if p.writer is not None)
+        layouts = self._check(values)
+        if self._staged_files is None and any(p.writer is not None for p in layouts.values()):
+            written = sorted(key for key, p in layouts.items() if p.writer is not None)
             raise AnalysisStoreError(
                 f"AnalysisDevice {self.name!r} writes {written} to files but is not staged; "
                 "stage it first (every bluesky plan stages its detectors)"
             )
-        self._plans = plans
+        self._layouts = layouts
         reading: dict[str, dict[str, Any]] = {}
-        for key, plan in plans.items():
+        for key, layout in layouts.items():
             value = values[key]
-            if plan.writer is None:
+            if layout.writer is None:
                 reading[key] = {"value": to_json_value(value), "timestamp": now}
                 continue
             with self._typed_storage_errors():
                 file = self._open.get(key)
                 if file is None:
-                    file = self._open[key] = self._open_file(plan, value)
+                    file = self._open[key] = self._open_file(layout, value)
             try:
                 with self._typed_storage_errors():
                     datum_kwargs = file.writer(value)
             except StorageFullError:
                 raise
             except (AnalysisStoreError, TypeError, ValueError) as error:
-                raise refused_value(self._where(key), plan.writer, error) from error
+                raise refused_value(self._where(key), layout.writer, error) from error
             file.written += 1
             if self.asset_form == "resource":
                 datum = file.bundle.compose_datum(datum_kwargs=datum_kwargs)
@@ -341,9 +347,9 @@ class AnalysisDevice(Device):
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """The data keys; before the first trigger, ``compute()`` runs once to learn them."""
-        if self._plans is None:
-            self._plans = self._check(self._compute())
-        return {key: data_key(plan, self.asset_form) for key, plan in self._plans.items()}
+        if self._layouts is None:
+            self._layouts = self._check(self._compute())
+        return {key: data_key(layout, self.asset_form) for key, layout in self._layouts.items()}
 
     def read(self) -> dict[str, dict[str, Any]]:
         """The last trigger's inline values (and datum ids in resource form).

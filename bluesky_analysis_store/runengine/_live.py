@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -31,6 +31,17 @@ from ..provenance._policy import ProvenancePolicy
 from ..provenance._provenance import Provenance
 from ..provenance._samples import SAMPLE_KEYS
 from ._routing import is_analysis_run
+
+if TYPE_CHECKING:
+    from ..core._documents import (
+        Document,
+        Event,
+        EventDescriptor,
+        EventPage,
+        NamedDocument,
+        RunStart,
+        RunStop,
+    )
 
 logger = logging.getLogger("bluesky_analysis_store.live")
 
@@ -72,7 +83,7 @@ class CollectedStream:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.descriptors: list[dict[str, Any]] = []
+        self.descriptors: list[EventDescriptor] = []
         self.times: list[float] = []
         self.columns: dict[str, list[Any]] = {}
 
@@ -80,7 +91,7 @@ class CollectedStream:
     def metadata(self) -> dict[str, Any]:
         return {"descriptors": self.descriptors}
 
-    def add_event(self, event: Mapping[str, Any]) -> None:
+    def add_event(self, event: Event) -> None:
         self.times.append(event["time"])
         for key, value in event["data"].items():
             self.columns.setdefault(key, []).append(value)
@@ -131,10 +142,10 @@ class CollectedRun:
     (every ``(name, doc)`` in order, values of datum-backed keys filled).
     """
 
-    def __init__(self, start: dict[str, Any]) -> None:
+    def __init__(self, start: RunStart) -> None:
         self.start = start
-        self.stop: dict[str, Any] | None = None
-        self.documents: list[tuple[str, dict[str, Any]]] = [("start", start)]
+        self.stop: RunStop | None = None
+        self.documents: list[NamedDocument] = [("start", start)]
         self._streams: dict[str, CollectedStream] = {}
         self._stream_of_descriptor: dict[str, CollectedStream] = {}
 
@@ -142,13 +153,13 @@ class CollectedRun:
     def metadata(self) -> dict[str, Any]:
         return {"start": self.start, "stop": self.stop}
 
-    def add_descriptor(self, descriptor: dict[str, Any]) -> None:
+    def add_descriptor(self, descriptor: EventDescriptor) -> None:
         name = descriptor.get("name", "primary")
         stream = self._streams.setdefault(name, CollectedStream(name))
         stream.descriptors.append(descriptor)
         self._stream_of_descriptor[descriptor["uid"]] = stream
 
-    def add_event(self, event: dict[str, Any]) -> str:
+    def add_event(self, event: Event) -> str:
         """Keep a (filled) event; return its stream's name."""
         stream = self._stream_of_descriptor[event["descriptor"]]
         stream.add_event(event)
@@ -180,22 +191,23 @@ class _Collecting:
     run: CollectedRun
     pending: list[Future[Any]] = field(default_factory=list)
 
-    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+    def __call__(self, name: str, doc: Document) -> None:
         """Documents as the router gives them: filled, events as event pages."""
+        # the name says which document it is
         if name == "start":
             return
         if name == "stop":
-            self.run.stop = doc
+            self.run.stop = cast("RunStop", doc)
             self.run.documents.append((name, doc))
             self.live._finish(self)
             return
         if name == "descriptor":
-            self.run.add_descriptor(doc)
+            self.run.add_descriptor(cast("EventDescriptor", doc))
         elif name == "event_page":
             from event_model import unpack_event_page
 
-            for event in unpack_event_page(doc):  # type: ignore[arg-type]
-                self.live._on_event(self, dict(event))
+            for event in unpack_event_page(cast("EventPage", doc)):
+                self.live._on_event(self, cast("Event", dict(event)))
         self.run.documents.append((name, doc))
 
 
@@ -323,7 +335,7 @@ class LiveAnalysis:
 
     # --- RunEngine side -------------------------------------------------------------------
 
-    def __call__(self, name: str, doc: dict[str, Any]) -> None:
+    def __call__(self, name: str, doc: Document) -> None:
         """Receive one document (the RunEngine subscriber signature); never raises."""
         try:
             self._receive(name, doc)
@@ -337,10 +349,10 @@ class LiveAnalysis:
             return False
         return self.accept is None or bool(self.accept(start))
 
-    def _receive(self, name: str, doc: dict[str, Any]) -> None:
-        self._router(name, doc)
+    def _receive(self, name: str, doc: Document) -> None:
+        self._router(name, cast("dict[str, Any]", doc))  # event-model types it as a dict
 
-    def _factory(self, name: str, start: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    def _factory(self, name: str, start: RunStart) -> tuple[list[Any], list[Any]]:
         """A collector for each raw run this analysis wants; nothing for the others."""
         if not self._wanted(start):
             return [], []
@@ -350,7 +362,7 @@ class LiveAnalysis:
             self._submit(collecting, begin, start)
         return [collecting], []
 
-    def _on_event(self, collecting: _Collecting, event: dict[str, Any]) -> None:
+    def _on_event(self, collecting: _Collecting, event: Event) -> None:
         stream = collecting.run.add_event(event)
         on_event = getattr(self.analysis, "event", None)
         if callable(on_event):
@@ -377,7 +389,7 @@ class LiveAnalysis:
 
     def _finish(self, collecting: _Collecting) -> None:
         run = collecting.run
-        status = (run.stop or {}).get("exit_status")
+        status = None if run.stop is None else run.stop.get("exit_status")
         if status not in self.exit_statuses:
             logger.info(
                 "%s: raw run %s ended with exit_status=%r; not analysed (exit_statuses=%s)",
@@ -411,7 +423,8 @@ class LiveAnalysis:
             target = self.source[raw_uid] if self.source is not None else run
             data_dicts, md = self.analysis(target, **self.parameters)
             if isinstance(md, Mapping):  # the sample follows its data unless the analysis says
-                inherited = {k: run.start[k] for k in SAMPLE_KEYS if k in run.start}
+                start: Mapping[str, Any] = run.start  # the sample keys are not event-model's
+                inherited = {k: start[k] for k in SAMPLE_KEYS if k in start}
                 md = {**{k: v for k, v in inherited.items() if k not in md}, **md}
             uid = self.store.save(
                 data_dicts,

@@ -12,7 +12,7 @@ from bluesky import plan_stubs as bps
 from bluesky import preprocessors as bpp
 
 from ..compose._compose import run_content_hash
-from ..compose._keys import AssetForm, check_root, plan_data_dicts, provenance_attributes
+from ..compose._keys import AssetForm, check_root, lay_out_data_dicts, provenance_attributes
 from ..core._errors import AnalysisInputError
 from ..core._values import short_repr
 from ..pairs._pairs import PairRegistry, default_registry
@@ -189,8 +189,8 @@ def analyze(
     except Exception as error:
         raise AnalysisInputError(f"md does not make a valid start document: {error}") from None
 
-    streams, plans = plan_data_dicts(data_dicts, writers, registry)
-    metadata["content_hash"] = run_content_hash(metadata, streams, plans, asset_form)
+    streams, layouts = lay_out_data_dicts(data_dicts, writers, registry)
+    metadata["content_hash"] = run_content_hash(metadata, streams, layouts, asset_form)
     root = Path(root)
     check_root(root)
     feeds = {stream: _Feed(entries[0][1]) for stream, entries in streams.items()}

@@ -8,11 +8,12 @@ A beamline RunEngine emits both kinds: raw scans, and analysis runs from plans s
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..provenance._run_kind import is_analysis_run
 
-Subscriber = Callable[[str, dict[str, Any]], Any]
+if TYPE_CHECKING:
+    from ..core._documents import RunStart, Subscriber
 
 
 def select_runs(callback: Subscriber, accept: Callable[[Mapping[str, Any]], bool]) -> Any:
@@ -25,7 +26,7 @@ def select_runs(callback: Subscriber, accept: Callable[[Mapping[str, Any]], bool
     """
     from event_model import RunRouter
 
-    def factory(name: str, start: dict[str, Any]) -> tuple[list[Subscriber], list[Any]]:
+    def factory(name: str, start: RunStart) -> tuple[list[Subscriber], list[Any]]:
         if accept(start):
             return [callback], []
         return [], []

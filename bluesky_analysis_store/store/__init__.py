@@ -21,7 +21,8 @@ _EXPORTS = {
     "AnalysisStore": "._store",
 }
 
-__all__ = sorted(_EXPORTS)
+if not TYPE_CHECKING:  # mypy reads the names from the imports below (a star import too)
+    __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:

@@ -1,4 +1,5 @@
-"""Queries people ask of an analysis store, as tiled query objects (combinable with tiled's own).
+"""Queries people ask of an analysis store: tiled query objects (combinable with tiled's own)
+and the searches :class:`AnalysisStore` answers with them.
 
 On a ``CatalogOfBlueskyRuns`` container keys are relative to the start document, so these read
 the top-level provenance copies that every analysis run carries.
@@ -58,3 +59,41 @@ def ExitStatus(status: str) -> Any:  # noqa: N802
     from tiled.queries import Eq
 
     return Eq("stop.exit_status", status)
+
+
+def search(runs: Any, *queries: Any) -> Any:
+    """The runs of container ``runs`` matching every query."""
+    for query in queries:
+        runs = runs.search(query)
+    return runs
+
+
+def finished(runs: Any, *queries: Any, include_incomplete: bool = False) -> list[str]:
+    """Uids of the runs matching every query whose stop says ``success`` (any, if
+    ``include_incomplete``: failed analyses and runs still being written or cut off too)."""
+    if not include_incomplete:
+        queries = (*queries, ExitStatus("success"))
+    # not list(...): it would ask the server for the length first, a request of its own
+    return [uid for uid in search(runs, *queries)]
+
+
+def derived_from(
+    runs: Any, uid: str, *, recursive: bool = False, include_incomplete: bool = False
+) -> list[str]:
+    """Uids of the runs whose parents include ``uid`` (its whole subtree if ``recursive``),
+    breadth first, each once; see :meth:`AnalysisStore.derived_from`."""
+    found: list[str] = []
+    frontier = [uid]
+    seen = {uid}
+    while frontier:
+        children = [
+            child
+            for parent in frontier
+            for child in finished(runs, DerivedFrom(parent), include_incomplete=include_incomplete)
+            if child not in seen
+        ]
+        children = list(dict.fromkeys(children))
+        seen.update(children)
+        found.extend(children)
+        frontier = children if recursive else []
+    return found

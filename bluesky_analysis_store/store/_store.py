@@ -1,4 +1,8 @@
-"""``AnalysisStore``: a tiled catalog of analysis runs, embedded (SQLite) or served."""
+"""``AnalysisStore``: a tiled catalog of analysis runs; it saves, inserts and looks up.
+
+Opening is :mod:`._open`'s, the searches :mod:`._queries`', failure records :mod:`._failures`';
+the store's methods of those names are their public face.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +10,32 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
-from ..compose._compose import AssetForm, ComposedRun, RunPlan, plan_analysis_run
+from ..compose._compose import ComposedRun, PreparedRun, RunOptions, prepare_analysis_run
 from ..core._errors import AnalysisStoreError, NotFoundError, RunConflictError
 from ..core._files import ClosingContext, remove_empty_directories
 from ..insert._runs import stored_run
 from ..pairs._pairs import PairRegistry, default_registry
-from ..provenance._policy import ProvenancePolicy, enforce_provenance
+from ..provenance._policy import ProvenancePolicy
 from ..provenance._provenance import Provenance
-from ..provenance._samples import MetadataPacket
-from ..provenance._start_metadata import start_metadata
-from ._catalog import embedded_tree, in_process_client, raw_container, runs_container
+from ._failures import failed_analyses, failure_documents, missing_analysis
 from ._lineage_graph import LineageGraph, build_lineage_graph
-from ._locks import (
-    create_lock_file,
-    hold_embedded_store,
-    lineage_lock,
-    release_embedded_store,
-)
+from ._locks import create_lock_file, lineage_lock, release_embedded_store
+from ._open import open_store
 from ._queries import (
     AnalysisName,
     AnalysisVersion,
-    DerivedFrom,
     ExitStatus,
     LineageHash,
     SampleUUID,
+    derived_from,
+    finished,
+    search,
 )
 
 if TYPE_CHECKING:
+    from ..core._documents import Document, RunStart
     from ..insert._insert import StorePipeline
     from ..insert._spool import ReplayReport
 
@@ -109,110 +110,12 @@ class AnalysisStore(ClosingContext):
         """A fresh document pipeline into ``runs``: per run, provenance required, the spool
         (if any), idempotence, the document gate and a TiledWriter."""
         from ..insert._insert import StorePipeline
-        from ..insert._tiled_writer import WriterFactory
+        from ..insert._sink import SinkFactory
 
-        make_writer = WriterFactory(self.runs, self.registry)
-        return StorePipeline(self.runs, make_writer, spool=spool)
+        make_sink = SinkFactory(self.runs, self.registry)
+        return StorePipeline(self.runs, make_sink, spool=spool)
 
-    @classmethod
-    def open(
-        cls,
-        target: str | Path | Any,
-        api_key: str | None = None,
-        *,
-        root: str | Path | None = None,
-        registry: PairRegistry | None = None,
-        raw: str | Any = None,
-        spool: str | Path | bool | None = None,
-        read_only: bool = False,
-    ) -> AnalysisStore:
-        """Open (or create) an analysis store.
-
-        Parameters
-        ----------
-        target : path, URI or tiled client
-            A directory: the embedded default (SQLite catalog, local files, in-process, no
-            server; created on first use and reopened with everything still there). An
-            ``http(s)://`` URI: a tiled server (``bas serve``). A tiled client or container.
-        api_key : str, optional
-            For a server; never stored in documents or files.
-        root : path, optional
-            Where derived files go. Default for a directory: ``DIRECTORY/files``. Required for a
-            server or a client: a directory that the server lists in its readable storage.
-        registry : PairRegistry, optional
-            Writer/handler pairs (default: every installed pair).
-        raw : str or client, optional
-            The raw catalog: a client, or the name of a ``CatalogOfBlueskyRuns`` container in
-            the same tiled tree (created if missing), e.g. ``"raw"`` for an embedded session.
-        spool : path or bool, optional
-            The durable local spool (see :class:`AnalysisStore`). Default: ``ROOT/.bas-spool``
-            for a server or a client, none for an embedded store (in-process: nothing to lose
-            the connection to). ``False``: no spool.
-        read_only : bool
-            Create nothing: no store directory, no container (a missing raw catalog is None),
-            no lock file; ``save``, ``insert`` and ``replay`` raise. Works with the read-only
-            key of ``bas serve``.
-        """
-        if isinstance(target, str | Path) and not str(target).startswith(("http://", "https://")):
-            directory = Path(target).resolve()
-            from ._containment import embedded_files_root
-
-            files = embedded_files_root(directory, root)  # the store serves nothing outside
-            if read_only and not (directory / "catalog.db").is_file():
-                raise AnalysisStoreError(
-                    f"no analysis store in {directory} (no catalog.db); nothing was created "
-                    "(the store was opened read-only)"
-                )
-            directory.mkdir(parents=True, exist_ok=True)
-            hold_embedded_store(directory)
-            try:
-                context, client = in_process_client(embedded_tree(directory, read_only=read_only))
-            except BaseException:
-                release_embedded_store(directory)
-                raise
-            try:
-                runs = runs_container(client, create=not read_only)
-                raw_runs = raw_container(client, raw, read_only=read_only)
-            except BaseException:
-                context.close()
-                release_embedded_store(directory)
-                raise
-            return cls(
-                runs,
-                files,
-                registry=registry,
-                raw=raw_runs,
-                context=context,
-                spool=spool if isinstance(spool, str | Path) else None,
-                embedded_directory=directory,
-                read_only=read_only,
-            )
-        if root is None:
-            raise AnalysisStoreError(
-                "root= is required for a served store: a directory the tiled server can read "
-                "(one of its readable_storage paths), where derived files are written"
-            )
-        context = None
-        if isinstance(target, str):
-            from tiled.client import from_uri
-
-            client = from_uri(target, api_key=api_key)
-            context = client.context  # ours to close
-        else:
-            client = target
-        if spool is None or spool is True:
-            from ..insert._spool import SPOOL_DIRECTORY
-
-            spool = Path(root) / SPOOL_DIRECTORY
-        return cls(
-            runs_container(client, create=not read_only),
-            root,
-            registry=registry,
-            raw=raw_container(client, raw, read_only=read_only),
-            context=context,
-            spool=spool or None,
-            read_only=read_only,
-        )
+    open = staticmethod(open_store)
 
     def save(
         self,
@@ -220,19 +123,15 @@ class AnalysisStore(ClosingContext):
         md: Mapping[str, Any],
         *,
         provenance: Provenance | Mapping[str, Any] | None,
-        writers: Mapping[str, Any] | None = None,
-        policy: ProvenancePolicy | None = None,
-        packet: MetadataPacket | None = None,
-        asset_form: AssetForm = "stream_resource",
-        uid: str | None = None,
-        event_pages: bool = True,
         new_version: bool = False,
+        **options: Unpack[RunOptions],
     ) -> str:
         """Compose an analysis run (files + documents), insert it, and return its uid.
 
-        Arguments are those of :func:`compose_analysis_run` (events go in as event pages by
-        default); files go under the store's root. If the run cannot be inserted at all, its
-        files are removed again.
+        Arguments are those of :func:`compose_analysis_run` (``writers``, ``policy``,
+        ``packet``, ``asset_form``, ``uid``, ``event_pages``; events go in as event pages by
+        default); files go under the store's root, with the store's pairs. If the run cannot be
+        inserted at all, its files are removed again.
 
         Saving again what is already saved (the same lineage hash and the same content hash,
         in a complete run) returns the existing run's uid and writes nothing. The same lineage
@@ -243,25 +142,16 @@ class AnalysisStore(ClosingContext):
         make exactly one run.
         """
         self._check_writable("save")
-        plan = plan_analysis_run(
-            data_dicts,
-            md,
-            root=self.root,
-            writers=writers,
-            registry=self.registry,
-            asset_form=asset_form,
-            uid=uid,
-            provenance=provenance,
-            policy=policy,
-            packet=packet,
-            event_pages=event_pages,
+        options.setdefault("event_pages", True)
+        prepared = prepare_analysis_run(
+            data_dicts, md, root=self.root, registry=self.registry, provenance=provenance, **options
         )
-        with lineage_lock(self.root, plan.lineage_hash):
-            if not new_version and (existing := self._saved_while_reachable(plan)) is not None:
-                plan.done()
+        with lineage_lock(self.root, prepared.lineage_hash):
+            if not new_version and (existing := self._saved_while_reachable(prepared)) is not None:
+                prepared.done()
                 return existing
-            run = plan.write()
-            if uid is None:  # a new UUID4: no run can have it
+            run = prepared.write()
+            if options.get("uid") is None:  # a new UUID4: no run can have it
                 self._inserter.expect_new(run.uid)
             try:
                 for name, doc in run:
@@ -285,13 +175,13 @@ class AnalysisStore(ClosingContext):
         if stored_run(self.runs, run.uid) is None:  # nothing refers to the files: take back
             remove_files(run.files, self.root)
 
-    def _saved_while_reachable(self, plan: RunPlan) -> str | None:
+    def _saved_while_reachable(self, prepared: PreparedRun) -> str | None:
         """:meth:`_already_saved`; with a spool, an unreachable store cannot tell, and the run
         is saved into the spool (the check is then best effort)."""
         if self.spool is not None and self._inserter.offline:
             return None  # unreachable moments ago: do not wait for it again
         try:
-            return self._already_saved(plan)
+            return self._already_saved(prepared)
         except Exception as error:
             from ..insert._spool import is_unreachable
 
@@ -301,30 +191,31 @@ class AnalysisStore(ClosingContext):
             logger.warning(
                 "the analysis store cannot be reached to check lineage %s; saving run %s to "
                 "the spool",
-                plan.lineage_hash,
-                plan.uid,
+                prepared.lineage_hash,
+                prepared.uid,
             )
             return None
 
-    def _already_saved(self, plan: RunPlan) -> str | None:
-        """The uid of a complete run holding exactly what ``plan`` would save, or None;
+    def _already_saved(self, prepared: PreparedRun) -> str | None:
+        """The uid of a complete run holding exactly what ``prepared`` would save, or None;
         :class:`RunConflictError` if complete runs of its lineage hold something else."""
         # one request: the complete runs of the lineage with their start documents (few)
-        saved = self.search(LineageHash(plan.lineage_hash), ExitStatus("success")).items()
+        saved = self.search(LineageHash(prepared.lineage_hash), ExitStatus("success")).items()
         contents = {uid: run.metadata["start"].get("content_hash") for uid, run in saved}
-        same = [uid for uid, content in contents.items() if content == plan.content_hash]
+        same = [uid for uid, content in contents.items() if content == prepared.content_hash]
         if same:
             logger.info(
                 "run %s already holds lineage %s with the same content; not saved again",
                 same[0],
-                plan.lineage_hash,
+                prepared.lineage_hash,
             )
             return same[0]
         others = list(contents)
         if others:
+            start = prepared.start
             raise RunConflictError(
-                f"lineage {plan.lineage_hash} (analysis {plan.start['analysis_name']!r} version "
-                f"{plan.start['analysis_version']!r}, same parameters and parents) is already "
+                f"lineage {prepared.lineage_hash} (analysis {start['analysis_name']!r} version "
+                f"{start['analysis_version']!r}, same parameters and parents) is already "
                 f"saved as run(s) {', '.join(others[:3])}{' ...' if len(others) > 3 else ''} "
                 "with different data or metadata (content_hash differs); nothing was written. "
                 "If the analysis changed, give it a new version; to keep both results, save "
@@ -339,7 +230,7 @@ class AnalysisStore(ClosingContext):
                 "was written"
             )
 
-    def insert(self, name: str, doc: dict[str, Any]) -> None:
+    def insert(self, name: str, doc: Document) -> None:
         """Insert one document (subscribe this to a RunEngine: ``RE.subscribe(store.insert)``).
 
         Idempotent: a run already in the store, sent again unchanged, is skipped; the same uid
@@ -397,16 +288,7 @@ class AnalysisStore(ClosingContext):
 
     def search(self, *queries: Any) -> Any:
         """Runs matching every query (tiled queries, bluesky queries, or ours)."""
-        result = self.runs
-        for query in queries:
-            result = result.search(query)
-        return result
-
-    def _finished(self, *queries: Any, include_incomplete: bool) -> list[str]:
-        if not include_incomplete:
-            queries = (*queries, ExitStatus("success"))
-        # not list(...): it would ask the server for the length first, a request of its own
-        return [uid for uid in self.search(*queries)]
+        return search(self.runs, *queries)
 
     def derived_from(
         self, uid: str, *, recursive: bool = False, include_incomplete: bool = False
@@ -418,38 +300,24 @@ class AnalysisStore(ClosingContext):
         ``include_incomplete``: failed analyses (see :meth:`failed_analyses`) and runs still
         being written (or cut off) are hidden.
         """
-        found: list[str] = []
-        frontier = [uid]
-        seen = {uid}
-        while frontier:
-            children = [
-                child
-                for parent in frontier
-                for child in self._finished(
-                    DerivedFrom(parent), include_incomplete=include_incomplete
-                )
-                if child not in seen
-            ]
-            children = list(dict.fromkeys(children))
-            seen.update(children)
-            found.extend(children)
-            frontier = children if recursive else []
-        return found
+        return derived_from(
+            self.runs, uid, recursive=recursive, include_incomplete=include_incomplete
+        )
 
     def with_lineage(self, lineage_hash: str, *, include_incomplete: bool = False) -> list[str]:
         """Uids of the (complete) runs with this lineage hash (already computed?)."""
-        return self._finished(LineageHash(lineage_hash), include_incomplete=include_incomplete)
+        return finished(self.runs, LineageHash(lineage_hash), include_incomplete=include_incomplete)
 
     def of_sample(self, sample_uuid: str, *, include_incomplete: bool = False) -> list[str]:
         """Uids of the (complete) runs about one sample."""
-        return self._finished(SampleUUID(sample_uuid), include_incomplete=include_incomplete)
+        return finished(self.runs, SampleUUID(sample_uuid), include_incomplete=include_incomplete)
 
     def by_analysis(
         self, name: str, version: str | None = None, *, include_incomplete: bool = False
     ) -> list[str]:
         """Uids of the (complete) runs of an analysis (and version)."""
         queries = [AnalysisName(name)] + ([AnalysisVersion(version)] if version else [])
-        return self._finished(*queries, include_incomplete=include_incomplete)
+        return finished(self.runs, *queries, include_incomplete=include_incomplete)
 
     def record_failure(
         self,
@@ -466,57 +334,28 @@ class AnalysisStore(ClosingContext):
         :meth:`failed_analyses` and :meth:`missing_analysis` answer "which runs lack their
         analysis, and why". Queries for results hide it.
         """
-        import event_model
-
-        policy = policy if policy is not None else ProvenancePolicy()
-        metadata = start_metadata(md or {}, enforce_provenance(provenance, policy), policy)
-        bundle = event_model.compose_run(metadata=metadata)
-        stop = bundle.compose_stop(exit_status="fail", reason=reason)
-        self.insert("start", dict(bundle.start_doc))
-        self.insert("stop", dict(stop))
-        return str(bundle.start_doc["uid"])
+        documents = failure_documents(provenance, reason, md, policy)
+        for name, doc in documents:
+            self.insert(name, doc)
+        return str(documents[0][1]["uid"])
 
     def failed_analyses(self, name: str | None = None) -> list[dict[str, Any]]:
         """The recorded analysis failures (of analysis ``name``, or all): for each, the record's
         ``uid``, ``analysis_name``, ``analysis_version``, ``parent_uids`` and ``reason``."""
-        queries = [ExitStatus("fail")] + ([AnalysisName(name)] if name else [])
-        failures = []
-        for uid, run in self.search(*queries).items():
-            start, stop = run.metadata["start"], run.metadata.get("stop") or {}
-            failures.append(
-                {
-                    "uid": uid,
-                    "analysis_name": start.get("analysis_name"),
-                    "analysis_version": start.get("analysis_version"),
-                    "parent_uids": list(start.get("parent_uids", [])),
-                    "reason": stop.get("reason", ""),
-                }
-            )
-        return failures
+        return failed_analyses(self.runs, name)
 
     def missing_analysis(
         self, name: str, raw_uids: Iterable[str] | None = None, *, version: str | None = None
     ) -> list[str]:
         """Which of ``raw_uids`` (default: every run of the raw catalog) have no complete run
         of analysis ``name`` (and ``version``) derived from them, in the given order."""
-        if raw_uids is None:
-            if self.raw is None:
-                raise AnalysisStoreError(
-                    "missing_analysis needs raw_uids=... or a store opened with raw=..."
-                )
-            raw_uids = list(self.raw)
-        analysed = {
-            parent
-            for uid in self.by_analysis(name, version)
-            for parent in self.runs[uid].metadata["start"].get("parent_uids", [])
-        }
-        return [uid for uid in raw_uids if uid not in analysed]
+        return missing_analysis(self.runs, self.raw, name, raw_uids, version=version)
 
-    def start_document(self, uid: str) -> dict[str, Any] | None:
+    def start_document(self, uid: str) -> RunStart | None:
         """The start document of ``uid`` from the analysis or the raw catalog, or None."""
         for catalog in (self.runs, self.raw):
             if catalog is not None and uid in catalog:
-                return dict(catalog[uid].metadata["start"])
+                return cast("RunStart", dict(catalog[uid].metadata["start"]))  # tiled's is Any
         return None
 
     def lineage(self, uid: str) -> LineageGraph:

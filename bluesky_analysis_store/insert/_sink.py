@@ -1,23 +1,29 @@
-"""Glue to bluesky-tiled-plugins' ``TiledWriter``: our mimetypes and a ready-made writer.
+"""The document sink into tiled: bluesky-tiled-plugins' ``TiledWriter`` behind the document gate.
 
-Imported lazily: ``bluesky_tiled_plugins.writing`` costs over a second to import.
+Here "writer" keeps one meaning, a pair's file writer: the thing that takes documents is a sink
+(``TiledWriter`` keeps its own name). Imported lazily: ``bluesky_tiled_plugins.writing`` costs
+over a second to import.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..core._errors import AnalysisStoreError
 from ..pairs._pairs import PairRegistry
 from ._gate import DocumentWriteError, InvalidDocumentError, RunGate, check_document
 from ._insert import GatedRun, RunRoutedPipeline
 
+if TYPE_CHECKING:
+    from ..core._documents import RunStart
+
 __all__ = [
-    "CheckedTiledWriter",
     "ConsolidatorConflictError",
     "DocumentWriteError",
+    "GatedSink",
     "InvalidDocumentError",
+    "analysis_sink",
     "analysis_tiled_writer",
     "check_document",
     "register_tiled_consolidators",
@@ -85,8 +91,9 @@ def register_tiled_consolidators() -> None:
         CONSOLIDATOR_REGISTRY[mimetype] = consolidator
 
 
-class WriterFactory:
-    """Makes a TiledWriter on one container per run, knowing every pair in a registry.
+class SinkFactory:
+    """Makes the sink of each run: a TiledWriter on one container, knowing every pair in a
+    registry.
 
     Parameters
     ----------
@@ -123,19 +130,36 @@ class WriterFactory:
         return TiledWriter(self.container, spec_to_mimetype=self.spec_to_mimetype, **self.kwargs)
 
 
-def analysis_tiled_writer(
-    container: Any, registry: PairRegistry | None = None, **kwargs: Any
-) -> CheckedTiledWriter:
+def analysis_sink(container: Any, registry: PairRegistry | None = None, **kwargs: Any) -> GatedSink:
     """A ``TiledWriter`` on ``container`` that understands every pair in ``registry``, behind
-    :class:`CheckedTiledWriter`'s gate (bad or out-of-order documents raise
+    :class:`GatedSink`'s gate (bad or out-of-order documents raise
     :class:`InvalidDocumentError` and are not written).
 
-    Parameters are those of :class:`WriterFactory`.
+    Parameters are those of :class:`SinkFactory`.
     """
-    return CheckedTiledWriter(WriterFactory(container, registry, **kwargs))
+    return GatedSink(SinkFactory(container, registry, **kwargs))
 
 
-class CheckedTiledWriter(RunRoutedPipeline):
+def analysis_tiled_writer(
+    container: Any, registry: PairRegistry | None = None, **kwargs: Any
+) -> GatedSink:
+    """Deprecated name of :func:`analysis_sink` (it returns a document sink, not a file writer).
+
+    .. deprecated:: 0.1.0
+       Use :func:`analysis_sink`; this name warns and will be removed.
+    """
+    import warnings
+
+    warnings.warn(
+        "analysis_tiled_writer is now analysis_sink (a document sink; 'writer' means a pair's "
+        "file writer); the old name will be removed",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return analysis_sink(container, registry, **kwargs)
+
+
+class GatedSink(RunRoutedPipeline):
     """TiledWriter behind the document gate, one chain per run (``event_model.RunRouter``).
 
     Each document is checked on its own (:func:`check_document`), then against the documents
@@ -146,24 +170,24 @@ class CheckedTiledWriter(RunRoutedPipeline):
     stopped), a second start with the same uid, events whose keys, value types or array shapes
     disagree with their descriptor, datums before their resource, stream datums before their
     stream resource, and a success stop claiming rows that never arrived. Errors raised by the
-    writer itself become :class:`DocumentWriteError`. A refused document poisons its run: it
+    TiledWriter itself become :class:`DocumentWriteError`. A refused document poisons its run: it
     can then only end with a stop that does not claim success.
 
     Parameters
     ----------
-    make_writer : WriterFactory
+    make_sink : SinkFactory
         Makes each run's TiledWriter.
     """
 
-    def __init__(self, make_writer: WriterFactory) -> None:
+    def __init__(self, make_sink: SinkFactory) -> None:
         super().__init__(self._gated_run)
-        self.make_writer = make_writer
+        self.make_sink = make_sink
 
     @property
     def client(self) -> Any:
         """The container runs are written to (as ``TiledWriter.client``)."""
-        return self.make_writer.container
+        return self.make_sink.container
 
-    def _gated_run(self, start: dict[str, Any]) -> GatedRun:
-        gate = RunGate(str(start["uid"]), self.make_writer.spec_to_mimetype)
-        return GatedRun(start, self.make_writer(), gate)
+    def _gated_run(self, start: RunStart) -> GatedRun:
+        gate = RunGate(str(start["uid"]), self.make_sink.spec_to_mimetype)
+        return GatedRun(start, self.make_sink(), gate)

@@ -1,0 +1,146 @@
+"""Opening an analysis store: embedded (a directory), served (a URI) or on a tiled client.
+
+``AnalysisStore.open`` is :func:`open_store`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..core._errors import AnalysisStoreError
+from ..pairs._pairs import PairRegistry
+from ._catalog import embedded_tree, in_process_client, raw_container, runs_container
+from ._locks import hold_embedded_store, release_embedded_store
+
+if TYPE_CHECKING:
+    from ._store import AnalysisStore
+
+
+def open_store(
+    target: str | Path | Any,
+    api_key: str | None = None,
+    *,
+    root: str | Path | None = None,
+    registry: PairRegistry | None = None,
+    raw: str | Any = None,
+    spool: str | Path | bool | None = None,
+    read_only: bool = False,
+) -> AnalysisStore:
+    """Open (or create) an analysis store.
+
+    Parameters
+    ----------
+    target : path, URI or tiled client
+        A directory: the embedded default (SQLite catalog, local files, in-process, no
+        server; created on first use and reopened with everything still there). An
+        ``http(s)://`` URI: a tiled server (``bas serve``). A tiled client or container.
+    api_key : str, optional
+        For a server; never stored in documents or files.
+    root : path, optional
+        Where derived files go. Default for a directory: ``DIRECTORY/files``. Required for a
+        server or a client: a directory that the server lists in its readable storage.
+    registry : PairRegistry, optional
+        Writer/handler pairs (default: every installed pair).
+    raw : str or client, optional
+        The raw catalog: a client, or the name of a ``CatalogOfBlueskyRuns`` container in
+        the same tiled tree (created if missing), e.g. ``"raw"`` for an embedded session.
+    spool : path or bool, optional
+        The durable local spool (see :class:`AnalysisStore`). Default: ``ROOT/.bas-spool``
+        for a server or a client, none for an embedded store (in-process: nothing to lose
+        the connection to). ``False``: no spool.
+    read_only : bool
+        Create nothing: no store directory, no container (a missing raw catalog is None),
+        no lock file; ``save``, ``insert`` and ``replay`` raise. Works with the read-only
+        key of ``bas serve``.
+    """
+    from ._store import AnalysisStore  # which opens with this module
+
+    if isinstance(target, str | Path) and not str(target).startswith(("http://", "https://")):
+        opened = open_embedded(Path(target), root, raw, read_only)
+        spool = spool if isinstance(spool, str | Path) else None  # default: none, in-process
+    else:
+        if root is None:
+            raise AnalysisStoreError(
+                "root= is required for a served store: a directory the tiled server can read "
+                "(one of its readable_storage paths), where derived files are written"
+            )
+        if spool is None or spool is True:
+            from ..insert._spool import SPOOL_DIRECTORY
+
+            spool = Path(root) / SPOOL_DIRECTORY
+        opened = open_served(target, api_key, root, raw, read_only)
+    return AnalysisStore(
+        opened.runs,
+        opened.root,
+        registry=registry,
+        raw=opened.raw,
+        context=opened.context,
+        spool=spool or None,
+        embedded_directory=opened.embedded_directory,
+        read_only=read_only,
+    )
+
+
+@dataclass(frozen=True)
+class OpenedCatalog:
+    """What opening a store's catalog gives: its containers, its file root, and what to release
+    at close (the HTTP connections or the in-process app, an embedded store's directory)."""
+
+    runs: Any
+    root: Path
+    raw: Any
+    context: Any
+    embedded_directory: Path | None = None
+
+
+def open_embedded(
+    directory: Path, root: str | Path | None, raw: Any, read_only: bool
+) -> OpenedCatalog:
+    """The embedded store in ``directory``: its SQLite catalog served in this process, the
+    directory held by this process until the store is closed."""
+    from ._containment import embedded_files_root
+
+    directory = directory.resolve()
+    files = embedded_files_root(directory, root)  # the store serves nothing outside
+    if read_only and not (directory / "catalog.db").is_file():
+        raise AnalysisStoreError(
+            f"no analysis store in {directory} (no catalog.db); nothing was created "
+            "(the store was opened read-only)"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    hold_embedded_store(directory)
+    try:
+        context, client = in_process_client(embedded_tree(directory, read_only=read_only))
+    except BaseException:
+        release_embedded_store(directory)
+        raise
+    try:
+        runs = runs_container(client, create=not read_only)
+        raw_runs = raw_container(client, raw, read_only=read_only)
+    except BaseException:
+        context.close()
+        release_embedded_store(directory)
+        raise
+    return OpenedCatalog(runs, files, raw_runs, context, directory)
+
+
+def open_served(
+    target: str | Any, api_key: str | None, root: str | Path, raw: Any, read_only: bool
+) -> OpenedCatalog:
+    """The store on a tiled server (``target`` is its URI) or on a tiled client or container."""
+    context = None
+    if isinstance(target, str):
+        from tiled.client import from_uri
+
+        client = from_uri(target, api_key=api_key)
+        context = client.context  # ours to close
+    else:
+        client = target
+    return OpenedCatalog(
+        runs_container(client, create=not read_only),
+        Path(root),
+        raw_container(client, raw, read_only=read_only),
+        context,
+    )
