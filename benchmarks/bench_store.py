@@ -22,6 +22,7 @@ that libraries make go there too. ``--profile`` prints cProfile's top entries of
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import cProfile
 import gc
@@ -35,7 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from bluesky_analysis_store import (
     capture_provenance,
     compose_analysis_run,
 )
-from bluesky_analysis_store.insert._tiled_writer import WriterFactory
+from bluesky_analysis_store.insert._sink import SinkFactory
 from bluesky_analysis_store.store._catalog import embedded_tree, in_process_client, runs_container
 
 RAW_PARENT = "0f3c5a8e-9b1d-4c2e-8a7f-1d2e3f4a5b6c"
@@ -165,7 +166,7 @@ def bench_insert(tree: Tree, events: int, repeats: int, profile: bool) -> dict[s
 
     def anchor() -> Timing:
         # the bare TiledWriter, configured for our pairs (not behind our document checks)
-        writer = WriterFactory(tree.new_container("anchor"))()
+        writer = SinkFactory(tree.new_container("anchor"))()
         documents = list(composed)  # fresh copies, made outside the timed part
         return measured(lambda: replay(writer, documents))[0]
 
@@ -328,6 +329,25 @@ def _ratio(values: list[float]) -> str:
     return f"{statistics.median(values):.2f}x ({min(values):.2f}x to {max(values):.2f}x)"
 
 
+@contextlib.contextmanager
+def scratch_directory(prefix: str) -> Iterator[Path]:
+    """A temporary directory, removed at the end, with ``TMPDIR`` pointing inside it: whatever a
+    library puts in a temporary file goes in there too, and is removed with it."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        scratch = Path(tmp) / "tmp"
+        scratch.mkdir()
+        saved = os.environ.get("TMPDIR"), tempfile.tempdir
+        os.environ["TMPDIR"] = tempfile.tempdir = str(scratch)
+        try:
+            yield Path(tmp)
+        finally:
+            if saved[0] is None:
+                os.environ.pop("TMPDIR")
+            else:
+                os.environ["TMPDIR"] = saved[0]
+            tempfile.tempdir = saved[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1000)
@@ -339,65 +359,51 @@ def main() -> None:
     parser.add_argument("--skip-query", action="store_true")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
-        scratch = Path(tmp) / "tmp"
-        scratch.mkdir()
-        # whatever a library puts in a temporary file goes in here, and is removed with it
-        saved = os.environ.get("TMPDIR"), tempfile.tempdir
-        os.environ["TMPDIR"] = tempfile.tempdir = str(scratch)
+    with scratch_directory("bench-store-") as tmp:
+        insert_tree = Tree(Path(tmp) / "insert")
         try:
-            insert_tree = Tree(Path(tmp) / "insert")
-            try:
-                r = bench_insert(insert_tree, args.events, args.repeats, args.profile)
-            finally:
-                insert_tree.close()
-            print(
-                f"insert: {args.events} events ({r['documents']} documents), {args.repeats} "
-                "repeats, interleaved in rotating order; medians, and the median of each "
-                "repeat's ratio to the anchor of the same repeat (min to max)"
-            )
-            for clock, title in (("wall", "wall time"), ("cpu", "CPU time of the process")):
-                seconds, ratios = r[clock], r[f"{clock}_ratios"]
-                print(f"  {title}")
-                print(f"    anchor TiledWriter, insert only  : {seconds['anchor']:.3f} s")
-                print(
-                    f"    store.insert, same documents     : {seconds['insert']:.3f} s, "
-                    f"{_ratio(ratios['insert'])} (target <= 1.10x)"
-                )
-                print(
-                    f"    store.save end to end            : {seconds['save']:.3f} s, "
-                    f"{_ratio(ratios['save'])}"
-                )
-                print(f"      of which compose_analysis_run  : {seconds['compose']:.3f} s")
-                print(
-                    f"    store.save with a spool (served) : {seconds['spooled']:.3f} s, "
-                    f"{_ratio(ratios['spooled'])}"
-                )
-            print(f"  (capture_provenance, once, not in the save: {r['capture']:.3f} s)")
-            if "profile" in r:
-                print(r["profile"])
-
-            if not args.skip_query:
-                query_tree = Tree(Path(tmp) / "query")
-                try:
-                    q = bench_query(query_tree, args.runs, args.raw_pool, args.queries)
-                finally:
-                    query_tree.close()
-                print(
-                    f"query: derived_from among {args.runs} runs "
-                    f"({args.raw_pool} raw parents, {q['mean_children']:.1f} children each "
-                    f"on average), {args.queries} queries, all results checked"
-                )
-                print(
-                    f"  populated in {q['populate']:.0f} s ({args.runs / q['populate']:.0f} runs/s)"
-                )
-                print(f"  median {q['median'] * 1e3:.1f} ms, p95 {q['p95'] * 1e3:.1f} ms")
+            r = bench_insert(insert_tree, args.events, args.repeats, args.profile)
         finally:
-            if saved[0] is None:
-                os.environ.pop("TMPDIR")
-            else:
-                os.environ["TMPDIR"] = saved[0]
-            tempfile.tempdir = saved[1]
+            insert_tree.close()
+        print(
+            f"insert: {args.events} events ({r['documents']} documents), {args.repeats} "
+            "repeats, interleaved in rotating order; medians, and the median of each "
+            "repeat's ratio to the anchor of the same repeat (min to max)"
+        )
+        for clock, title in (("wall", "wall time"), ("cpu", "CPU time of the process")):
+            seconds, ratios = r[clock], r[f"{clock}_ratios"]
+            print(f"  {title}")
+            print(f"    anchor TiledWriter, insert only  : {seconds['anchor']:.3f} s")
+            print(
+                f"    store.insert, same documents     : {seconds['insert']:.3f} s, "
+                f"{_ratio(ratios['insert'])} (target <= 1.10x)"
+            )
+            print(
+                f"    store.save end to end            : {seconds['save']:.3f} s, "
+                f"{_ratio(ratios['save'])}"
+            )
+            print(f"      of which compose_analysis_run  : {seconds['compose']:.3f} s")
+            print(
+                f"    store.save with a spool (served) : {seconds['spooled']:.3f} s, "
+                f"{_ratio(ratios['spooled'])}"
+            )
+        print(f"  (capture_provenance, once, not in the save: {r['capture']:.3f} s)")
+        if "profile" in r:
+            print(r["profile"])
+
+        if not args.skip_query:
+            query_tree = Tree(Path(tmp) / "query")
+            try:
+                q = bench_query(query_tree, args.runs, args.raw_pool, args.queries)
+            finally:
+                query_tree.close()
+            print(
+                f"query: derived_from among {args.runs} runs "
+                f"({args.raw_pool} raw parents, {q['mean_children']:.1f} children each "
+                f"on average), {args.queries} queries, all results checked"
+            )
+            print(f"  populated in {q['populate']:.0f} s ({args.runs / q['populate']:.0f} runs/s)")
+            print(f"  median {q['median'] * 1e3:.1f} ms, p95 {q['p95'] * 1e3:.1f} ms")
 
     plain = import_seconds("import bluesky_analysis_store")
     first_use = import_seconds(

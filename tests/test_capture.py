@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -33,7 +32,7 @@ from bluesky_analysis_store import (
     describe_input_file,
     describe_parent,
 )
-from bluesky_analysis_store.provenance._capture import git_state, sha256_file
+from bluesky_analysis_store.provenance._capture import _distribution, git_state, sha256_file
 
 MiB = 1 << 20
 
@@ -96,20 +95,6 @@ def _tree(root: Path) -> dict[str, bytes | None]:
         path.relative_to(root).as_posix(): path.read_bytes() if path.is_file() else None
         for path in sorted(root.rglob("*"))
     }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _scan_distributions_once():
-    """Speed only: capture_code maps a module to its distribution through
-    ``importlib.metadata.packages_distributions()``, a ~0.2 s scan of every installed
-    distribution; nothing is installed while these tests run, so one scan serves them all."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(
-            importlib.metadata,
-            "packages_distributions",
-            functools.cache(importlib.metadata.packages_distributions),
-        )
-        yield
 
 
 @pytest.fixture
@@ -275,6 +260,62 @@ def test_installed_package_function_gets_the_distribution_version_and_url():
     assert code.version == np.__version__ == importlib.metadata.version("numpy")
     assert code.url is not None
     assert code.url.startswith("http")
+
+
+def _distribution_scanned(module_name: str) -> str | None:
+    """What ``_distribution`` answered before its scan was cached: a fresh scan each time."""
+    top = module_name.partition(".")[0]
+    try:
+        return importlib.metadata.distribution(top).metadata["Name"]
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    names = importlib.metadata.packages_distributions().get(top)
+    return names[0] if names else None
+
+
+def _notebook_function(data):
+    return data
+
+
+_notebook_function.__module__ = "__main__"  # as a function defined in a notebook cell
+
+
+def test_cached_distribution_lookup_answers_as_a_fresh_scan(outside_module_path, load_module):
+    script = load_module(outside_module_path)
+    names = [
+        "numpy.linalg",  # installed, named like its distribution
+        "yaml",  # installed, named unlike its distribution (PyYAML): found through the scan
+        "bluesky_analysis_store._version",
+        "__main__",  # a notebook or script run as a program: no distribution
+        script.__name__,  # a script imported from a file: no distribution
+    ]
+    for _ in range(2):  # the second round answers from the cache
+        assert [_distribution(n) for n in names] == [_distribution_scanned(n) for n in names]
+    assert _distribution("yaml") == "PyYAML"
+    installed, from_script, notebook = (
+        capture_code(f) for f in (np.mean, script.analyse, _notebook_function)
+    )
+    assert (installed.version, installed.url is not None) == (np.__version__, True)
+    assert (from_script.version, from_script.url) == ("3.2", None)  # the module's __version__
+    assert (notebook.version, notebook.url) == (None, None)
+    for analysis, first in ((np.mean, installed), (_notebook_function, notebook)):
+        assert capture_code(analysis) == first
+
+
+def test_a_distribution_installed_while_the_process_runs_is_found(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    package = f"bas_late_{uuid.uuid4().hex[:8]}"
+    assert _distribution(package) is None  # scanned (and cached) before it is installed
+    # installed as an installer does: the package and a .dist-info directory naming its files
+    (site / package).mkdir()
+    (site / package / "__init__.py").write_text("")
+    info = site / "late_distribution-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: late-distribution\nVersion: 1.0\n")
+    (info / "RECORD").write_text(f"{package}/__init__.py,,\n")
+    assert _distribution(package) == "late-distribution"
 
 
 def test_module_passed_directly(outside_module_path, load_module):

@@ -694,5 +694,6 @@ def test_hdf5_chunks_stay_near_one_mebibyte(frame_shape: tuple[int, ...], tmp_pa
     _write(pair, path, kwargs, [value, value])
     with h5py.File(path, "r") as f:
         chunks = f[kwargs["dataset"]].chunks
-    assert chunks[0] == kwargs["chunk_shape"][0]
+    # a chunk of at most chunk_shape frames, and no more frames than were written
+    assert chunks[0] == min(kwargs["chunk_shape"][0], 2)
     assert 8 * math.prod(chunks) <= 2 * (1 << 20)

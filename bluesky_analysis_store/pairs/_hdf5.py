@@ -26,7 +26,8 @@ class HDF5Writer(ClosingContext):
     dataset : str
         Path of the dataset inside the file.
     chunk_shape : list of int
-        ``[frames_per_chunk]``: how many frames share one HDF5 chunk.
+        ``[frames_per_chunk]``: how many frames share one HDF5 chunk at most (a run of fewer
+        frames is stored in one chunk of exactly its frames).
     compression : {None, "gzip", "lzf"}
         Off by default: gzip on random data runs at ~31 MB/s, far below the disk.
 
@@ -36,6 +37,10 @@ class HDF5Writer(ClosingContext):
     ``fileobj`` driver, as fast here as the native one): a full disk is never reported to
     HDF5, whose state a failed write breaks (closing the file then crashes the process); the
     writer raises the ``OSError`` instead, and closing releases the file all the same.
+
+    The dataset is created at the first write, which holds a whole chunk of frames or, for a
+    run of fewer frames, all of them: HDF5 stores whole chunks, so a chunk sized for more
+    frames than a small run has would fill its file with zeros (1 MiB for 10 frames).
     """
 
     def __init__(
@@ -60,23 +65,24 @@ class HDF5Writer(ClosingContext):
         except BaseException:
             self._raw.close()
             raise
-        self._dataset: h5py.Dataset | None = None
+        self._dataset: h5py.Dataset | None = None  # created by the first write
         self._frame: tuple[tuple[int, ...], np.dtype, int] = ((), np.dtype("f8"), 1)
         self._count = 0
         self._pending: list[np.ndarray] = []  # small frames, written one chunk at a time
         self._written = 0
 
-    def _create_dataset(self, frame: np.ndarray) -> h5py.Dataset:
+    def _create_dataset(self, block: np.ndarray) -> h5py.Dataset:
+        """The dataset, chunked by the first block written: a full chunk, or the whole run."""
         assert self._file is not None
-        per_chunk = self._frames_per_chunk or frames_per_chunk(frame.itemsize, frame.shape)
+        frame_shape = block.shape[1:]
         # A zero-length axis cannot be chunked at 0 and may not exceed a fixed maxshape of 0.
-        chunks = (per_chunk, *(max(1, n) for n in frame.shape))
-        maxshape = (None, *(n if n else None for n in frame.shape))
+        chunks = (len(block), *(max(1, n) for n in frame_shape))
+        maxshape = (None, *(n if n else None for n in frame_shape))
         return self._file.create_dataset(
             self._dataset_path,
-            shape=(0, *frame.shape),
+            shape=(0, *frame_shape),
             maxshape=maxshape,
-            dtype=frame.dtype,
+            dtype=block.dtype,
             chunks=chunks,
             compression=self._compression,
         )
@@ -86,10 +92,12 @@ class HDF5Writer(ClosingContext):
             raise WriterClosedError(f"writer for {self._path} is closed")
         self._raw.check()  # after a full disk nothing more is appended
         frame = np.asarray(value)
-        if self._dataset is None:
-            self._dataset = self._create_dataset(frame)
-            # asked of h5py once: each question is a call into the HDF5 library
-            self._frame = (frame.shape, frame.dtype, self._dataset.chunks[0])
+        if self._count == 0:
+            # a dtype HDF5 cannot store is refused at the first frame, not when the dataset
+            # is created (the same check h5py's create_dataset makes)
+            h5py.h5t.py_create(frame.dtype, logical=True)
+            per_chunk = self._frames_per_chunk or frames_per_chunk(frame.itemsize, frame.shape)
+            self._frame = (frame.shape, frame.dtype, per_chunk)
         frame_shape, dtype, per_chunk = self._frame
         if frame.shape != frame_shape or frame.dtype != dtype:
             raise UnsupportedValueError(
@@ -107,7 +115,8 @@ class HDF5Writer(ClosingContext):
         return {"point_number": self._count - 1}
 
     def _write_block(self, block: np.ndarray) -> None:
-        assert self._dataset is not None
+        if self._dataset is None:
+            self._dataset = self._create_dataset(block)
         start = self._written
         stop = start + len(block)
         if stop > self._dataset.shape[0]:
@@ -132,12 +141,14 @@ class HDF5Writer(ClosingContext):
         writing, if any (the file is released either way)."""
         if self._file is None:
             return
-        file, self._file = self._file, None
+        file = self._file
         try:
-            if self._dataset is not None and self._raw.error is None:
-                self._flush()
-                self._dataset.resize(self._written, axis=0)
+            if self._raw.error is None:
+                self._flush()  # may create the dataset: the file is still open
+                if self._dataset is not None:
+                    self._dataset.resize(self._written, axis=0)
         finally:
+            self._file = None
             try:
                 file.close()
             finally:

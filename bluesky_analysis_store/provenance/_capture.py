@@ -95,13 +95,44 @@ def git_state(path: str | os.PathLike[str]) -> tuple[str | None, bool | None]:
     return commit, bool(status)
 
 
+def _search_path_state() -> tuple[tuple[str, int | None], ...]:
+    """Each ``sys.path`` entry and its modification time.
+
+    Installing, upgrading or removing a distribution adds or removes its ``.dist-info``
+    directory, which changes the modification time of the directory holding it (the same
+    signal ``importlib.metadata`` caches its own directory listings by).
+    """
+    state = []
+    for entry in sys.path:
+        try:
+            mtime: int | None = os.stat(entry or ".").st_mtime_ns
+        except OSError:
+            mtime = None
+        state.append((entry, mtime))
+    return tuple(state)
+
+
+@functools.lru_cache(maxsize=1)
+def _packages_distributions(
+    search_path_state: tuple[tuple[str, int | None], ...],
+) -> Mapping[str, list[str]]:
+    """Top-level package → distributions, scanned once per state of ``sys.path``.
+
+    The scan reads every installed distribution's file list (80 ms and more); a module that
+    no distribution provides (a script's or a notebook's ``__main__``) would pay it on every
+    capture. Keyed by :func:`_search_path_state`, a distribution installed while the process
+    runs is seen by the next capture, which scans again.
+    """
+    return metadata.packages_distributions()
+
+
 def _distribution(module_name: str) -> str | None:
     top = module_name.partition(".")[0]
     try:  # the common case, a distribution named like its package, without a full scan
         return metadata.distribution(top).metadata["Name"]
     except metadata.PackageNotFoundError:
         pass
-    names = metadata.packages_distributions().get(top)
+    names = _packages_distributions(_search_path_state()).get(top)
     return names[0] if names else None
 
 

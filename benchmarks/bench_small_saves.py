@@ -1,0 +1,205 @@
+"""Small saves (issue 13, part 4): file sizes, capture_provenance, runs per second.
+
+    .venv/bin/python benchmarks/bench_small_saves.py [--runs 200] [--repeats 3] [--skip-saves]
+
+1. File sizes. ``compose_analysis_run`` of 10 events of a 32-value float32 array with
+   ``BAS_HDF5``, the same as a 32-row one-column table with ``BAS_TABLE_HDF5``, and 20,000
+   events of the array (a big run, 2.56 MB of data): bytes on disk against bytes of data.
+2. ``capture_provenance``. Anchor: of an installed function (``numpy.mean``); measured: of a
+   function defined in this script (module ``__main__``, like a notebook's). ``--calls`` calls
+   of each per repeat, interleaved in rotating order; the median of each repeat's ratio.
+3. Saves. ``store.save`` of ``--runs`` small runs (10 events: the array and a scalar), against
+   the anchor: a bare bluesky-tiled-plugins ``TiledWriter`` replaying the same runs' documents,
+   composed beforehand (files already written), one writer per run. Embedded store (an
+   in-process tiled app on SQLite), a fresh container per repeat, interleaved; runs/s.
+
+Everything lives in a temporary directory (under ``$TMPDIR``) removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from bench_store import RAW_PARENT, Tree, measured, replay, scratch_directory
+
+from bluesky_analysis_store import AnalysisStore, capture_provenance, compose_analysis_run
+from bluesky_analysis_store.insert._sink import SinkFactory
+
+
+def analyse(values: Any) -> Any:
+    """Stand-in analysis defined in a script: no installed distribution provides it."""
+    return values
+
+
+analyse.version = "0.1"  # type: ignore[attr-defined]
+
+
+def small_events(count: int, seed: int = 0) -> list[dict[str, dict[str, Any]]]:
+    rng = np.random.default_rng(seed)
+    spectra = rng.random((count, 32), dtype=np.float32)
+    return [
+        {"primary": {"spectrum": spectra[i], "total": float(spectra[i].sum())}}
+        for i in range(count)
+    ]
+
+
+def table_events(count: int) -> list[dict[str, dict[str, Any]]]:
+    rng = np.random.default_rng(0)
+    return [
+        {"primary": {"peaks": pd.DataFrame({"height": rng.random(32, dtype=np.float32)})}}
+        for _ in range(count)
+    ]
+
+
+def file_sizes(directory: Path) -> dict[str, Any]:
+    provenance = capture_provenance(analyse, parents=[RAW_PARENT])
+    cases = {
+        "10 x 32 float32, BAS_HDF5": (small_events(10), {"spectrum": "BAS_HDF5"}),
+        "10 x 32-row float32 table, BAS_TABLE_HDF5": (
+            table_events(10),
+            {"peaks": "BAS_TABLE_HDF5"},
+        ),
+        "20,000 x 32 float32, BAS_HDF5": (small_events(20_000), {"spectrum": "BAS_HDF5"}),
+    }
+    result = {}
+    for n, (label, (data, writers)) in enumerate(cases.items()):
+        root = directory / f"sizes-{n}"
+        root.mkdir()
+        run = compose_analysis_run(data, {}, root=root, writers=writers, provenance=provenance)
+        (path,) = run.files
+        key = next(iter(writers))
+        value = data[0]["primary"][key]
+        frame_bytes = (
+            value.to_records(index=False).nbytes if hasattr(value, "columns") else value.nbytes
+        )
+        result[label] = (os.path.getsize(path), frame_bytes * len(data))
+    return result
+
+
+def bench_capture(calls: int, repeats: int) -> dict[str, Any]:
+    actions: dict[str, Callable[[], Any]] = {
+        "installed": lambda: capture_provenance(np.mean, parents=[RAW_PARENT]),
+        "script": lambda: capture_provenance(analyse, parents=[RAW_PARENT]),
+    }
+    first = {name: measured(action)[0].wall for name, action in actions.items()}  # first call
+    times: dict[str, list[float]] = {name: [] for name in actions}
+    order = list(actions)
+    for repeat in range(repeats):
+        for name in order[repeat % 2 :] + order[: repeat % 2]:
+            samples = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                actions[name]()
+                samples.append(time.perf_counter() - start)
+            times[name].append(statistics.median(samples))
+    ratios = [s / i for s, i in zip(times["script"], times["installed"], strict=True)]
+    return {
+        "first": first,
+        "median": {n: statistics.median(t) for n, t in times.items()},
+        "ratios": ratios,
+    }
+
+
+def bench_saves(tree: Tree, runs: int, repeats: int) -> dict[str, Any]:
+    # each run its own parameters (its own lineage): a save of the same lineage would write nothing
+    provenances = [
+        capture_provenance(analyse, parents=[RAW_PARENT], parameters={"run": n})
+        for n in range(runs)
+    ]
+    data = [small_events(10, seed=n) for n in range(runs)]
+    anchor_root = tree.new_root("anchor")
+    composed = [
+        list(compose_analysis_run(d, {}, root=anchor_root, provenance=p, event_pages=True))
+        for d, p in zip(data, provenances, strict=True)
+    ]
+
+    def anchor() -> float:
+        factory = SinkFactory(tree.new_container("anchor"))
+
+        def write_all() -> None:
+            for documents in composed:
+                replay(factory(), documents)
+
+        return measured(write_all)[0].wall
+
+    def save() -> float:
+        container = tree.new_container("ours")
+        store = AnalysisStore(container, tree.new_root(f"ours-{time.monotonic_ns()}"))
+
+        def save_all() -> None:
+            for d, p in zip(data, provenances, strict=True):
+                store.save(d, {}, provenance=p)
+
+        seconds = measured(save_all)[0].wall
+        assert len(store) == runs
+        return seconds
+
+    actions = {"anchor": anchor, "save": save}
+    times: dict[str, list[float]] = {name: [] for name in actions}
+    order = list(actions)
+    for repeat in range(repeats):
+        for name in order[repeat % 2 :] + order[: repeat % 2]:
+            times[name].append(actions[name]())
+    # runs/s ours over runs/s anchor = anchor seconds over ours
+    ratios = [a / s for a, s in zip(times["anchor"], times["save"], strict=True)]
+    return {"seconds": {n: statistics.median(t) for n, t in times.items()}, "ratios": ratios}
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}x ({min(values):.2f}x to {max(values):.2f}x)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=20, help="capture calls per repeat")
+    parser.add_argument("--skip-saves", action="store_true")
+    args = parser.parse_args()
+
+    with scratch_directory("bench-small-") as tmp:
+        print("file sizes (bytes on disk / bytes of data):")
+        for label, (size, data) in file_sizes(Path(tmp)).items():
+            print(f"  {label:45s}: {size:>10,d} B / {data:>10,d} B")
+
+        c = bench_capture(args.calls, args.repeats)
+        print(
+            f"capture_provenance: {args.repeats} repeats of {args.calls} calls each, "
+            "interleaved; medians"
+        )
+        installed = c["median"]["installed"]
+        print(f"  anchor, installed function (numpy.mean): {installed * 1e3:.1f} ms")
+        print(
+            f"  function defined in a script (__main__): {c['median']['script'] * 1e3:.1f} ms, "
+            f"{_spread(c['ratios'])}"
+        )
+        print(
+            f"  first calls: installed {c['first']['installed'] * 1e3:.1f} ms, "
+            f"script {c['first']['script'] * 1e3:.1f} ms"
+        )
+
+        if not args.skip_saves:
+            tree = Tree(Path(tmp) / "saves")
+            try:
+                s = bench_saves(tree, args.runs, args.repeats)
+            finally:
+                tree.close()
+            anchor, ours = s["seconds"]["anchor"], s["seconds"]["save"]
+            print(f"saves: {args.runs} runs of 10 events, {args.repeats} repeats, interleaved")
+            print(f"  anchor, bare TiledWriter replaying : {args.runs / anchor:.2f} runs/s")
+            print(
+                f"  store.save end to end             : {args.runs / ours:.2f} runs/s, "
+                f"{_spread(s['ratios'])} of the anchor's runs/s (target >= 1.0x)"
+            )
+
+
+if __name__ == "__main__":
+    main()
