@@ -4,7 +4,8 @@ Whichever way a store is reached, its app applies the same rules (:mod:`._tree_r
 provenance for every run of the analysis container, nothing outside the store registered or
 served (:mod:`._containment`); it exports a run's documents (``run.documents()``); and, when
 its tables are a DuckDB file, it handles one request at a time without waiting for any client
-(:class:`._asgi.OneRequestAtATime`).
+(:class:`._asgi.OneRequestAtATime`); it answers lineage questions from the lineage index in
+one request (:mod:`._lineage_route`).
 """
 
 from __future__ import annotations
@@ -66,11 +67,15 @@ def build_store_app(
         Serialize requests (see :class:`._asgi.OneRequestAtATime`); default: when the tables
         are a DuckDB file.
     """
+    from ._lineage_route import lineage_router
     from ._tree_rules import guard_tree
 
     tree = guard_tree(tree)
     app = build_app(
-        tree, authentication=authentication, serialization_registry=serialization_registry()
+        tree,
+        authentication=authentication,
+        serialization_registry=serialization_registry(),
+        include_routers=[lineage_router()],  # the lineage index's answers, one request each
     )
     if one_request_at_a_time if one_request_at_a_time is not None else uses_duckdb(tree):
         app = OneRequestAtATime(app)

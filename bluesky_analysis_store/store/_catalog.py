@@ -48,7 +48,8 @@ def catalog_tree(
     initialize : bool
         Create the catalog's tables if missing (tiled does it in a subprocess: seconds).
     read_only : bool
-        Change nothing: a moved store's recorded paths are left (and its files unreadable).
+        Change nothing: a moved store's recorded paths are left (and its files unreadable),
+        a missing lineage index is not installed (see :mod:`._lineage_index`).
     """
     from tiled.catalog import from_uri
 
@@ -69,7 +70,7 @@ def catalog_tree(
         )
     elif (location.moved or location.unrecorded) and not read_only:
         relocate(catalog_uri, location)
-    return from_uri(
+    tree = from_uri(
         catalog_uri,
         writable_storage=[
             str(directory / "data"),
@@ -82,6 +83,11 @@ def catalog_tree(
         ],
         init_if_not_exists=initialize,
     )
+    if not read_only:  # installed where missing (also after a tiled migration dropped it)
+        from ._lineage_index import ensure
+
+        ensure(catalog_uri)
+    return tree
 
 
 def embedded_tree(directory: Path, *, read_only: bool = False) -> Any:

@@ -63,19 +63,24 @@ def missing_analysis(
     raw_uids: Iterable[str] | None = None,
     *,
     version: str | None = None,
+    analysed: set[str] | None = None,
 ) -> list[str]:
     """Which of ``raw_uids`` (default: every run of ``raw``) have no complete run of analysis
-    ``name`` (and ``version``) in ``runs`` derived from them, in the given order."""
+    ``name`` (and ``version``) in ``runs`` derived from them, in the given order.
+
+    ``analysed``: the parents of those runs, when the lineage index gave them; otherwise they
+    are searched for (each complete run of the analysis read)."""
     if raw_uids is None:
         if raw is None:
             raise AnalysisStoreError(
                 "missing_analysis needs raw_uids=... or a store opened with raw=..."
             )
         raw_uids = list(raw)
-    queries = [AnalysisName(name)] + ([AnalysisVersion(version)] if version else [])
-    analysed = {
-        parent
-        for uid in finished(runs, *queries)
-        for parent in runs[uid].metadata["start"].get("parent_uids", [])
-    }
+    if analysed is None:
+        queries = [AnalysisName(name)] + ([AnalysisVersion(version)] if version else [])
+        analysed = {
+            parent
+            for uid in finished(runs, *queries)
+            for parent in runs[uid].metadata["start"].get("parent_uids", [])
+        }
     return [uid for uid in raw_uids if uid not in analysed]

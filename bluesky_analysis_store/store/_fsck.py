@@ -184,6 +184,11 @@ class FsckReport:
         why. Repair moves no file while one is listed: its runs' files may be among them.
     quarantined : int
         Files in the quarantine (``ROOT/.bas-quarantine``; ``bas fsck --purge`` empties it).
+    lineage_index : str
+        What is wrong with the catalog's lineage index (:mod:`._lineage_index`): missing, its
+        triggers missing (a tiled migration drops them), or edges missing or stale. Empty when
+        it is exact, or cannot be checked from here (a served store: ``bas serve`` checks it
+        when it starts). A problem; repair rebuilds it.
     """
 
     root: Path
@@ -204,6 +209,7 @@ class FsckReport:
     spooled: tuple[Path, ...] = ()
     unreadable_spools: tuple[tuple[Path, str], ...] = ()
     quarantined: int = 0
+    lineage_index: str = ""
 
     @property
     def moved_away(self) -> tuple[MovedFiles, ...]:
@@ -220,6 +226,7 @@ class FsckReport:
             + len(self.empty_directories)
             + len(self.missing_files)
             + (len(self.moved_away) if self.embedded else 0)
+            + bool(self.lineage_index)
         )
 
     @property
@@ -228,7 +235,7 @@ class FsckReport:
         if self.moved_away:
             return 0
         files = 0 if self.unreadable_spools else len(self.orphaned_files)
-        return len(self.incomplete) + files + len(self.empty_directories)
+        return len(self.incomplete) + files + len(self.empty_directories) + bool(self.lineage_index)
 
     @property
     def clean(self) -> bool:
@@ -311,6 +318,8 @@ class FsckReport:
                 f"quarantine: {self.quarantined} file(s) under {self.root / QUARANTINE_DIRECTORY}"
                 " (not problems; `bas fsck --purge` empties it)"
             )
+        if self.lineage_index:
+            lines.append(f"lineage index: {self.lineage_index} (--repair rebuilds it)")
         moved = len(self.moved_away) if self.embedded else 0
         lines.append(
             "clean"
@@ -320,6 +329,7 @@ class FsckReport:
             f"file(s), {len(self.empty_directories)} empty director(y/ies), "
             f"{len(self.missing_files)} missing file(s)"
             + (f", moved away from {moved} root(s)" if moved else "")
+            + (", the lineage index" if self.lineage_index else "")
         )
         return "\n".join(lines)
 
@@ -342,6 +352,8 @@ class RepairResult:
         What was left alone after all, and why (e.g. a run completed since the check).
     quarantine : Path or None
         The quarantine batch that holds what was removed (None: nothing was).
+    rebuilt_lineage_index : bool
+        The lineage index was rebuilt (its triggers reinstalled, every edge recomputed).
     """
 
     deleted_runs: tuple[str, ...] = ()
@@ -349,11 +361,17 @@ class RepairResult:
     removed_directories: tuple[Path, ...] = ()
     skipped: tuple[tuple[str, str], ...] = field(default=())
     quarantine: Path | None = None
+    rebuilt_lineage_index: bool = False
 
     @property
     def repaired(self) -> int:
-        """Runs deleted plus files and directories removed."""
-        return len(self.deleted_runs) + len(self.removed_files) + len(self.removed_directories)
+        """Runs deleted plus files and directories removed (plus one for a rebuilt index)."""
+        return (
+            len(self.deleted_runs)
+            + len(self.removed_files)
+            + len(self.removed_directories)
+            + self.rebuilt_lineage_index
+        )
 
     def as_text(self) -> str:
         """A human-readable account, one action per line."""
@@ -361,6 +379,8 @@ class RepairResult:
         lines += [f"moved to the quarantine: {path}" for path in self.removed_files]
         lines += [f"removed empty directory {path}" for path in self.removed_directories]
         lines += [f"left alone {what}: {why}" for what, why in self.skipped]
+        if self.rebuilt_lineage_index:
+            lines.append("rebuilt the lineage index")
         lines.append(
             f"repaired: {len(self.deleted_runs)} run(s) deleted, {len(self.removed_files)} "
             f"file(s) quarantined and {len(self.removed_directories)} director(y/ies) removed"
@@ -735,7 +755,29 @@ def check_store(store: AnalysisStore, *, grace: float = DEFAULT_GRACE) -> FsckRe
         spooled=tuple(s.path for s in spooled),
         unreadable_spools=tuple(unreadable_spools),
         quarantined=quarantine_contents(root).files,
+        lineage_index=_lineage_index_problem(store),
     )
+
+
+def _catalog_uri(store: AnalysisStore) -> str | None:
+    """The catalog URI of a store whose catalog this process reads (embedded), or None."""
+    catalog = getattr(getattr(store, "_lineage", None), "catalog", None)
+    return None if catalog is None else f"sqlite+aiosqlite:///{catalog}"
+
+
+def _lineage_index_problem(store: AnalysisStore) -> str:
+    """What :class:`FsckReport` says of the lineage index ("" when fine or not checkable)."""
+    from ._lineage_index import check
+
+    catalog_uri = _catalog_uri(store)
+    if catalog_uri is None:
+        return ""
+    state = check(catalog_uri)
+    if state.ok:
+        return ""
+    if not state.installed:
+        return "not installed, or its triggers are missing (a tiled migration drops them)"
+    return f"{state.missing} edge(s) missing, {state.stale} stale"
 
 
 # ------------------------------------------------------------------------------ repair
@@ -830,6 +872,12 @@ def repair(store: AnalysisStore, report: FsckReport) -> RepairResult:
                 ),
             )
         )
+    rebuilt = False
+    if report.lineage_index and (catalog_uri := _catalog_uri(store)) is not None:
+        from ._lineage_index import rebuild
+
+        rebuild(catalog_uri)
+        rebuilt = True
     check_quarantine(root)  # before anything is done
     quarantine = Quarantine(root, f"bas fsck --repair (grace {report.grace:g} s)")
     deleted: list[str] = []
@@ -914,4 +962,5 @@ def repair(store: AnalysisStore, report: FsckReport) -> RepairResult:
         removed_directories=tuple(directories),
         skipped=tuple(skipped),
         quarantine=quarantine.batch,
+        rebuilt_lineage_index=rebuilt,
     )

@@ -185,3 +185,23 @@ def build_lineage_graph(
                     nxt.append(child)
         frontier = nxt
     return graph
+
+
+def lineage_graph_from_edges(
+    uid: str,
+    up: list[tuple[str, str]],
+    down: list[tuple[str, str]],
+    starts: Mapping[str, Mapping[str, Any]],
+    find_start: Callable[[str], Mapping[str, Any] | None],
+) -> LineageGraph:
+    """The graph :func:`build_lineage_graph` walks, from the lineage index's answer: the edges
+    above ``uid`` (``up``) and below it (``down``), and the start documents it had; the runs it
+    did not have (raw runs) are looked up with ``find_start``."""
+    graph = LineageGraph(focus=uid)
+    graph.edges.update(tuple(edge) for edge in up)  # type: ignore[misc]
+    graph.edges.update(tuple(edge) for edge in down)  # type: ignore[misc]
+    for run_uid in [uid, *sorted({u for edge in graph.edges for u in edge} - {uid})]:
+        start = starts[run_uid] if run_uid in starts else find_start(run_uid)
+        kind, label = _label(start) if start is not None else ("missing", "not found")
+        graph.nodes[run_uid] = LineageNode(run_uid, kind, label)
+    return graph

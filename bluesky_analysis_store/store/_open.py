@@ -80,6 +80,7 @@ def open_store(
         spool=spool or None,
         embedded_directory=opened.embedded_directory,
         read_only=read_only,
+        lineage_index=opened.lineage_index,
     )
 
 
@@ -93,6 +94,7 @@ class OpenedCatalog:
     raw: Any
     context: Any
     embedded_directory: Path | None = None
+    lineage_index: Any = None
 
 
 def open_embedded(
@@ -123,7 +125,11 @@ def open_embedded(
         context.close()
         release_embedded_store(directory)
         raise
-    return OpenedCatalog(runs, files, raw_runs, context, directory)
+    from ._lineage_reader import SqliteReader
+
+    # read in this process, no request (the in-process app's route would cost one)
+    index = SqliteReader(directory / "catalog.db", list(runs.path_parts))
+    return OpenedCatalog(runs, files, raw_runs, context, directory, index)
 
 
 def open_served(

@@ -7,6 +7,7 @@ the top-level provenance copies that every analysis run carries.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -96,4 +97,24 @@ def derived_from(
         seen.update(children)
         found.extend(children)
         frontier = children if recursive else []
+    return found
+
+
+def breadth_first(uid: str, edges: Iterable[tuple[str, str]]) -> list[str]:
+    """The runs below ``uid`` along ``(parent, child)`` edges, breadth first, each once (the
+    order of :func:`derived_from`; children in the order the edges come)."""
+    children: dict[str, list[str]] = {}
+    for parent, child in edges:
+        children.setdefault(parent, []).append(child)
+    found: list[str] = []
+    frontier, seen = [uid], {uid}
+    while frontier:
+        nxt = []
+        for parent in frontier:
+            for child in children.get(parent, []):
+                if child not in seen:
+                    seen.add(child)
+                    nxt.append(child)
+        found.extend(nxt)
+        frontier = nxt
     return found

@@ -20,7 +20,7 @@ from ..pairs._pairs import PairRegistry, default_registry
 from ..provenance._policy import ProvenancePolicy
 from ..provenance._provenance import Provenance
 from ._failures import failed_analyses, failure_documents, missing_analysis
-from ._lineage_graph import LineageGraph, build_lineage_graph
+from ._lineage_graph import LineageGraph, build_lineage_graph, lineage_graph_from_edges
 from ._locks import create_lock_file, lineage_lock, release_embedded_store
 from ._open import open_store
 from ._queries import (
@@ -29,6 +29,7 @@ from ._queries import (
     ExitStatus,
     LineageHash,
     SampleUUID,
+    breadth_first,
     derived_from,
     finished,
     search,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from ..core._documents import Document, RunStart
     from ..insert._insert import StorePipeline
     from ..insert._spool import ReplayReport
+    from ._lineage_reader import LineageReader
 
 logger = logging.getLogger("bluesky_analysis_store.store")
 
@@ -75,6 +77,10 @@ class AnalysisStore(ClosingContext):
         (:meth:`open` sets it).
     read_only : bool
         Write nothing (see :meth:`open`): ``save``, ``insert`` and ``replay`` raise.
+    lineage_index : LineageReader, optional
+        Where lineage questions are answered from the catalog's lineage index (default: the
+        store app's route; :meth:`open` gives an embedded store its catalog file); without an
+        index they search by scan.
     """
 
     def __init__(
@@ -88,8 +94,12 @@ class AnalysisStore(ClosingContext):
         spool: str | Path | None = None,
         embedded_directory: Path | None = None,
         read_only: bool = False,
+        lineage_index: LineageReader | None = None,
     ) -> None:
+        from ._lineage_reader import RouteReader
+
         self.runs = runs
+        self._lineage = lineage_index if lineage_index is not None else RouteReader(runs)
         self.raw = raw
         self.root = Path(root).resolve()
         self.registry = registry if registry is not None else default_registry()
@@ -300,6 +310,11 @@ class AnalysisStore(ClosingContext):
         ``include_incomplete``: failed analyses (see :meth:`failed_analyses`) and runs still
         being written (or cut off) are hidden.
         """
+        answer = self._lineage.ask(
+            "descendants", uid=uid, recursive=recursive, include_incomplete=include_incomplete
+        )
+        if answer is not None:  # one query, whatever the depth
+            return breadth_first(uid, answer["edges"])
         return derived_from(
             self.runs, uid, recursive=recursive, include_incomplete=include_incomplete
         )
@@ -349,7 +364,11 @@ class AnalysisStore(ClosingContext):
     ) -> list[str]:
         """Which of ``raw_uids`` (default: every run of the raw catalog) have no complete run
         of analysis ``name`` (and ``version``) derived from them, in the given order."""
-        return missing_analysis(self.runs, self.raw, name, raw_uids, version=version)
+        answer = self._lineage.ask("analysed", name=name, version=version or None)
+        analysed = None if answer is None else set(answer["parents"])  # else: by scan
+        return missing_analysis(
+            self.runs, self.raw, name, raw_uids, version=version, analysed=analysed
+        )
 
     def start_document(self, uid: str) -> RunStart | None:
         """The start document of ``uid`` from the analysis or the raw catalog, or None."""
@@ -363,6 +382,18 @@ class AnalysisStore(ClosingContext):
 
         ``graph.as_text()`` prints a tree; ``graph.write_svg(path)`` draws a picture.
         """
+        answer = self._lineage.ask("lineage", uid=uid)
+        if answer is not None and uid not in answer["starts"]:  # a raw run, or a partial uid
+            start = self.start_document(uid)
+            if start is None:
+                raise NotFoundError(f"no run {uid!r} in the analysis store or its raw catalog")
+            if start["uid"] != uid:
+                uid = start["uid"]
+                answer = self._lineage.ask("lineage", uid=uid)
+        if answer is not None:  # three statements in one request (or none, embedded)
+            return lineage_graph_from_edges(
+                uid, answer["up"], answer["down"], answer["starts"], self.start_document
+            )
         start = self.start_document(uid)  # also resolves a partial uid
         if start is None:
             raise NotFoundError(f"no run {uid!r} in the analysis store or its raw catalog")
@@ -372,6 +403,7 @@ class AnalysisStore(ClosingContext):
         """Release what :meth:`open` opened: the in-process server or the HTTP connections
         (runs still open in the spool keep their files there, for replay)."""
         self._inserter.close()
+        self._lineage.close()
         if self._embedded_directory is not None:
             release_embedded_store(self._embedded_directory)
             self._embedded_directory = None
