@@ -7,7 +7,6 @@ import logging
 import sqlite3
 from typing import Any
 
-import pytest
 from helpers import PARENT_UID, make_provenance
 
 from bluesky_analysis_store import AnalysisStore
@@ -69,9 +68,9 @@ def _assert_same_as_scan(store: AnalysisStore, uids: list[str]) -> None:
         assert _graph(indexed_graph) == _graph(scanned_graph), uid
     for name in ("reduce", "fit", "report", "none"):
         raw = [PARENT_UID, OTHER_RAW, *uids]
-        assert store.missing_analysis(name, raw) == missing_analysis(
-            store.runs, None, name, raw
-        ), name
+        assert store.missing_analysis(name, raw) == missing_analysis(store.runs, None, name, raw), (
+            name
+        )
 
 
 def test_the_index_answers_as_the_scan_with_deletes_and_replaced_metadata(any_catalog):
@@ -80,11 +79,8 @@ def test_the_index_answers_as_the_scan_with_deletes_and_replaced_metadata(any_ca
     assert store._lineage.ask("descendants", uid=PARENT_UID) is not None  # the index answers
     assert sorted(store.derived_from(PARENT_UID)) == sorted([runs["a"], runs["b"]])
     below = store.derived_from(PARENT_UID, recursive=True)
-    assert below[:2] == [runs["a"], runs["b"]] and set(below[2:]) == {
-        runs["c"],
-        runs["d"],
-        runs["e"],
-    }  # breadth first; g is below a failed run
+    assert below[:2] == [runs["a"], runs["b"]]  # breadth first
+    assert set(below[2:]) == {runs["c"], runs["d"], runs["e"]}  # g is below a failed run
     assert runs["g"] in store.derived_from(PARENT_UID, recursive=True, include_incomplete=True)
     assert store.missing_analysis("fit", [PARENT_UID, OTHER_RAW, runs["a"], runs["b"]]) == [
         PARENT_UID,
@@ -127,6 +123,9 @@ def test_an_embedded_store_gains_the_index_on_open_and_by_fsck_repair(tmp_path, 
     uri = f"sqlite+aiosqlite:///{catalog}"
     with _embedded(directory) as store:
         runs = _branching(store)
+        assert type(store._lineage).__name__ == "SqliteReader"  # in process, no request
+        assert store._lineage.ask("descendants", uid=PARENT_UID) is not None
+        _assert_same_as_scan(store, [PARENT_UID, *runs.values()])
     assert check(uri).ok
 
     # a store from before the index: a read-only open searches by scan, and says so once

@@ -92,7 +92,7 @@ class SqliteReader:
 def container_id(execute: Any, path_parts: list[str]) -> int | None:
     """The node id of the container at ``path_parts`` (from tiled's root, id 0), or None."""
     node: int | None = 0
-    for key in path_parts:
+    for key in (part for part in path_parts if part):  # tiled's client starts with ""
         rows = execute("SELECT id FROM nodes WHERE parent = :p AND key = :k", {"p": node, "k": key})
         node = rows[0][0] if rows else None
         if node is None:
@@ -114,7 +114,7 @@ class RouteReader:
         if context is None or not hasattr(context, "http_client"):
             self._available = False
             return None
-        url = f"{context.api_uri}{ROUTE}/{'/'.join(self._runs.path_parts)}"
+        url = f"{context.api_uri}{ROUTE}/{'/'.join(p for p in self._runs.path_parts if p)}"
         response = context.http_client.post(url, json={"ask": ask, "args": args})
         if response.status_code in (404, 405, 409):  # no route (not our app) or no index
             self._available = response.status_code == 409  # the index may come back

@@ -377,6 +377,11 @@ class AnalysisStore(ClosingContext):
                 return cast("RunStart", dict(catalog[uid].metadata["start"]))  # tiled's is Any
         return None
 
+    def _raw_start(self, uid: str) -> RunStart | None:
+        if self.raw is None or uid not in self.raw:
+            return None
+        return cast("RunStart", dict(self.raw[uid].metadata["start"]))
+
     def lineage(self, uid: str) -> LineageGraph:
         """The provenance graph around ``uid``: ancestors (analysis and raw) and descendants.
 
@@ -391,8 +396,9 @@ class AnalysisStore(ClosingContext):
                 uid = start["uid"]
                 answer = self._lineage.ask("lineage", uid=uid)
         if answer is not None:  # three statements in one request (or none, embedded)
+            # the analysis runs' starts came with the answer: the rest can only be raw runs
             return lineage_graph_from_edges(
-                uid, answer["up"], answer["down"], answer["starts"], self.start_document
+                uid, answer["up"], answer["down"], answer["starts"], self._raw_start
             )
         start = self.start_document(uid)  # also resolves a partial uid
         if start is None:
