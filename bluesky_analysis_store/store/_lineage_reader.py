@@ -115,7 +115,10 @@ class RouteReader:
             self._available = False
             return None
         url = f"{context.api_uri}{ROUTE}/{'/'.join(p for p in self._runs.path_parts if p)}"
-        response = context.http_client.post(url, json={"ask": ask, "args": args})
+        import json
+
+        params = {"ask": ask, "args": json.dumps(args)}
+        response = context.http_client.get(url, params=params)
         if response.status_code in (404, 405, 409):  # no route (not our app) or no index
             self._available = response.status_code == 409  # the index may come back
             where = str(context.api_uri)

@@ -1,18 +1,18 @@
 """The store app's one lineage route: a whole lineage answer in one request.
 
-``POST /api/v1/bas/lineage/{path}`` with ``{"ask": ..., "args": {...}}`` answers
+``GET /api/v1/bas/lineage/{path}?ask=...&args={...}`` (``args`` as JSON) answers
 :func:`._lineage_index.answer` about the container at ``path`` from the catalog database, with
 tiled's authentication, scopes (``read:metadata``) and access policy applied to the container
 as for a search. HTTP 409 when the catalog has no lineage index (the client then searches by
 scan). tiled's paged search listing would take a request per page (seconds for a subtree of
-1,000 runs); this takes one.
+1,000 runs); this takes one. A GET, so ``bas serve``'s read-only key may ask too.
 """
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at runtime.
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Request, Security
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Security
 from tiled.server.authentication import (
     check_scopes,
     get_current_access_tags,
@@ -32,11 +32,12 @@ def lineage_router() -> APIRouter:
     """The router :func:`._app.build_store_app` adds to tiled's app."""
     router = APIRouter()
 
-    @router.post(f"/{ROUTE}/{{path:path}}")
+    @router.get(f"/{ROUTE}/{{path:path}}")
     async def lineage(
         request: Request,
         path: str,
-        body: dict = Body(...),  # noqa: B008 - FastAPI's way
+        ask: str = Query(...),
+        args: str = Query("{}"),
         principal: Any = Depends(get_current_principal),  # noqa: B008
         root_tree: Any = Depends(get_root_tree),  # noqa: B008
         session_state: dict = Depends(get_session_state),  # noqa: B008
@@ -44,11 +45,16 @@ def lineage_router() -> APIRouter:
         authn_scopes: Any = Depends(get_current_scopes),  # noqa: B008
         _: Any = Security(check_scopes, scopes=["read:metadata"]),  # noqa: B008
     ) -> dict:
+        import json
+
         from ._lineage_index import answer, installed, sync_execute
 
-        ask, args = body.get("ask"), body.get("args") or {}
-        if ask not in QUESTIONS or not isinstance(args, dict):
-            raise HTTPException(400, f"ask one of {QUESTIONS} with args as an object")
+        try:
+            arguments = json.loads(args)
+        except ValueError:
+            arguments = None
+        if ask not in QUESTIONS or not isinstance(arguments, dict):
+            raise HTTPException(400, f"ask one of {QUESTIONS}, with args a JSON object")
         entry = await get_entry(
             path,
             ["read:metadata"],
@@ -71,7 +77,7 @@ def lineage_router() -> APIRouter:
             execute = sync_execute(connection)
             if not installed(execute, dialect):
                 return None
-            return answer(execute, dialect, node.id, ask, args)
+            return answer(execute, dialect, node.id, ask, arguments)
 
         async with engine.connect() as connection:
             result = await connection.run_sync(work)
