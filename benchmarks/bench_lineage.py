@@ -16,7 +16,9 @@ one raw uid (10 → 90 → 900) and a chain of depth 5. Then, through the public
 
 SQLite: the embedded store (``AnalysisStore.open(directory)``), which reads its index in
 process. PostgreSQL (``--postgresql``: a throwaway cluster, as the tests start): the store's
-in-process app on a PostgreSQL catalog, through its one lineage route (one request a query).
+in-process app on a PostgreSQL catalog, asked through its one lineage route (one request a
+query, as a served store's clients ask), or with ``--direct`` read over a connection of the
+store's own (``PostgresReader``). ``--skip-sqlite`` runs PostgreSQL only.
 ``--scan`` also times ``derived_from`` by tiled's ``Contains`` search (what it did before the
 index). Each query is timed ``--queries`` times, interleaved; median and p95 (p5–p95 spread).
 Everything lives in a temporary directory removed at the end.
@@ -157,7 +159,9 @@ def sqlite_store(directory: Path) -> Iterator[tuple[AnalysisStore, str, str]]:
 
 
 @contextmanager
-def postgres_store(directory: Path, server: str, size: int) -> Iterator[tuple[Any, str, str]]:
+def postgres_store(
+    directory: Path, server: str, size: int, read_directly: bool
+) -> Iterator[tuple[Any, str, str]]:
     from bluesky_analysis_store.store._catalog import catalog_tree, in_process_client
 
     database = f"catalog{size}"
@@ -171,7 +175,14 @@ def postgres_store(directory: Path, server: str, size: int) -> Iterator[tuple[An
         from tiled.structures.core import Spec
 
         runs = client.create_container(name, specs=[Spec("CatalogOfBlueskyRuns", version="3.0")])
-        yield AnalysisStore(runs, directory / "files"), uri, name
+        if read_directly:  # this process reaches the catalog: no request
+            from bluesky_analysis_store.store._lineage_reader import PostgresReader
+
+            index: Any = PostgresReader(uri, runs.path_parts)
+        else:  # the store's route, one request a question (as a served store's clients)
+            index = None
+        with AnalysisStore(runs, directory / "files", lineage_index=index) as store:
+            yield store, uri, name
     finally:
         context.close()
 
@@ -238,14 +249,17 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--postgresql", action="store_true")
     parser.add_argument("--scan", action="store_true")
+    parser.add_argument("--direct", action="store_true", help="PostgreSQL: no route")
+    parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args()
     with scratch_directory("bas-bench-lineage-") as directory:
         medians: dict[int, dict[str, float]] = {}
-        for size in args.sizes:
+        for size in [] if args.skip_sqlite else args.sizes:
             print(f"SQLite (embedded store), {size:,} runs", flush=True)
             with sqlite_store(directory / f"sqlite-{size}") as (store, uri, name):
                 medians[size] = bench(store, uri, name, size, args)
-        _ratios("SQLite", medians, args.sizes)
+        if not args.skip_sqlite:
+            _ratios("SQLite", medians, args.sizes)
         if args.postgresql:
             sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
             from postgres import throwaway_cluster
@@ -253,8 +267,11 @@ def main() -> None:
             with throwaway_cluster(databases=()) as server:
                 medians = {}
                 for size in args.sizes:
-                    print(f"PostgreSQL (the store's app, in process), {size:,} runs", flush=True)
-                    with postgres_store(directory / f"pg-{size}", server, size) as opened:
+                    how = "read in process" if args.direct else "its app's route, in process"
+                    print(f"PostgreSQL ({how}), {size:,} runs", flush=True)
+                    with postgres_store(
+                        directory / f"pg-{size}", server, size, args.direct
+                    ) as opened:
                         medians[size] = bench(*opened, size, args)
                 _ratios("PostgreSQL", medians, args.sizes)
 

@@ -183,3 +183,14 @@ def test_a_postgresql_catalog_reinstalls_dropped_triggers(postgres_server, tmp_p
     assert not check(uri).installed  # read-only: untouched
     catalog_tree(uri, tmp_path, tables_uri=tables)
     assert check(uri).ok
+
+
+def test_a_postgresql_store_read_in_process_answers_as_the_scan(postgres_catalog, postgres_server):
+    from bluesky_analysis_store.store._lineage_reader import PostgresReader
+
+    runs = postgres_catalog.new_runs_container()
+    index = PostgresReader(f"postgresql+asyncpg://{postgres_server}/catalog", runs.path_parts)
+    with AnalysisStore(runs, postgres_catalog.new_root(), lineage_index=index) as store:
+        made = _branching(store)
+        assert index.ask("descendants", uid=PARENT_UID) is not None
+        _assert_same_as_scan(store, [PARENT_UID, OTHER_RAW, *made.values()])

@@ -1,7 +1,8 @@
 """Asking the lineage index (:mod:`._lineage_index`) a question, from where the store is.
 
-An embedded SQLite store reads its catalog file directly (read-only, no request); any other
-store asks its app's one route (:mod:`._lineage_route`), which answers in one request. Either
+An embedded SQLite store reads its catalog file directly (read-only, no request), a store on a
+PostgreSQL catalog this process reaches reads it over a connection of its own; any other store
+asks its app's one route (:mod:`._lineage_route`), which answers in one request. Either
 answers None when there is no index to ask (a read-only open of a store that has not gained it
 yet, a plain tiled server): the caller then searches by scan, as before the index, and a
 warning says once how to gain it.
@@ -87,6 +88,72 @@ class SqliteReader:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
+
+
+class PostgresReader:
+    """The index of a PostgreSQL catalog, read in this process over a connection of its own
+    (a store whose catalog this process can reach: no request). asyncpg runs on a private
+    event loop in a daemon thread; each question is one round trip."""
+
+    def __init__(self, catalog_uri: str, path_parts: list[str]) -> None:
+        self.catalog_uri = catalog_uri
+        self._path_parts = path_parts
+        self._lock = threading.Lock()
+        self._loop: Any = None
+        self._thread: Any = None
+        self._engine: Any = None
+        self._container: int | None = None
+
+    def _run(self, work: Any) -> Any:
+        import asyncio
+
+        from ._lineage_index import sync_execute
+
+        if self._loop is None:
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=self._loop.run_forever, name="bas-lineage-index", daemon=True
+            )
+            self._thread.start()
+            self._engine = create_async_engine(self.catalog_uri, pool_size=1, max_overflow=0)
+
+        async def run() -> Any:
+            async with self._engine.connect() as connection:
+                return await connection.run_sync(lambda sync: work(sync_execute(sync)))
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
+
+    def ask(self, ask: str, **args: Any) -> dict[str, Any] | None:
+        from ._lineage_index import answer, installed
+
+        def work(execute: Any) -> dict[str, Any] | None:
+            if self._container is None:
+                if not installed(execute, "postgresql"):
+                    return None
+                self._container = container_id(execute, self._path_parts)
+                if self._container is None:
+                    return None
+            return answer(execute, "postgresql", self._container, ask, args)
+
+        with self._lock:
+            result: dict[str, Any] | None = self._run(work)
+        if result is None:
+            warn_once(self.catalog_uri.split("@")[-1], "not installed")
+        return result
+
+    def close(self) -> None:
+        import asyncio
+
+        with self._lock:
+            if self._loop is None:
+                return
+            asyncio.run_coroutine_threadsafe(self._engine.dispose(), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+            self._loop = self._thread = self._engine = None
 
 
 def container_id(execute: Any, path_parts: list[str]) -> int | None:
