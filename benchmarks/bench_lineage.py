@@ -112,6 +112,9 @@ def populate(catalog_uri: str, container: int, runs: list[tuple[str, Any]]) -> f
     began = time.perf_counter()
     if postgres:
         _postgres_many(catalog_uri, sql, rows)
+        # the statistics autovacuum would gather soon after: the planner's view of 100,000
+        # new rows (without it, it plans for the empty table it last saw)
+        in_transaction(catalog_uri, lambda execute: execute("ANALYZE", None))
     else:
         import sqlite3
 
