@@ -38,6 +38,8 @@ def test_save_through_the_server_and_read_with_the_read_only_key(server):
     with server.store(READ_KEY) as reader:
         np.testing.assert_array_equal(reader[uid]["p"]["image"][0], data[0]["p"]["image"])
         assert uid in reader.derived_from(make_provenance().parents[0].uid)
+        # from the lineage index, through the store's route (a GET: the read-only key may ask)
+        assert reader._lineage.ask("descendants", uid=make_provenance().parents[0].uid)
 
 
 def test_read_only_key_cannot_write_and_leaves_nothing(server):
