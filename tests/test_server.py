@@ -267,3 +267,118 @@ def test_a_client_that_stalls_is_given_up():
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+@pytest.fixture
+def new_catalog_uri(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    """The URI of a catalog database with no tables yet: an SQLite file, or a new PostgreSQL
+    database in the session's cluster (dropped after)."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'catalog.db'}"
+        return
+    import asyncio
+
+    import asyncpg
+
+    server = request.getfixturevalue("postgres_server")
+    name = f"new_{uuid.uuid4().hex}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(f"postgresql://{server}/catalog")
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f"CREATE DATABASE {name}"))
+    try:
+        yield f"postgresql+asyncpg://{server}/{name}"
+    finally:
+        asyncio.run(admin(f"DROP DATABASE {name} WITH (FORCE)"))
+
+
+@pytest.mark.parametrize("new_catalog_uri", ["sqlite", "postgresql"], indirect=True)
+def test_a_new_catalog_is_initialized_in_process(new_catalog_uri, tmp_path, monkeypatch):
+    """No ``python -m tiled catalog init`` subprocess (seconds): tiled's tables and schema stamp
+    are made in process, also from inside a running event loop (a notebook cell), once."""
+    import asyncio
+    import subprocess
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from tiled.alembic_utils import get_current_revision
+    from tiled.catalog.core import ALL_REVISIONS, REQUIRED_REVISION
+
+    from bluesky_analysis_store.store._catalog import catalog_tree, initialize_catalog
+
+    started: list[Any] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args: Any, **kwargs: Any) -> Any:
+        started.append(args[0] if args else kwargs.get("args"))
+        return real_popen(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+
+    async def in_a_loop() -> bool:
+        return initialize_catalog(new_catalog_uri)
+
+    assert asyncio.run(in_a_loop()) is True
+    assert initialize_catalog(new_catalog_uri) is False  # initialized already: left as it is
+    catalog_tree(new_catalog_uri, tmp_path / "store")  # checks, initializes nothing
+    assert started == []
+
+    async def revision() -> Any:
+        engine = create_async_engine(new_catalog_uri)
+        try:
+            return await get_current_revision(engine, ALL_REVISIONS)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(revision()) == REQUIRED_REVISION
+
+
+def _server_app(directory: Any, monkeypatch: Any) -> Any:
+    """``bas serve``'s app in process (tests/test_access.py explains the settings)."""
+    from tiled.server.settings import get_settings
+
+    from bluesky_analysis_store.server import _server
+
+    settings = get_settings()
+    monkeypatch.setattr(settings, "single_user_api_key", settings.single_user_api_key)
+    return _server.build_server_app(directory, WRITE_KEY, read_key=READ_KEY)
+
+
+def _started(app: Any) -> Any:
+    import warnings
+
+    from starlette.testclient import TestClient
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        return TestClient(app, headers={"Authorization": f"Apikey {WRITE_KEY}"})
+
+
+def test_the_runs_container_is_made_as_the_server_starts(tmp_path, monkeypatch):
+    """Without a first app: the served app makes ``analysis`` as it starts (the specs an
+    embedded store gives it), finds it the next time, and refuses a foreign one."""
+    from bluesky_analysis_store import AnalysisStoreError
+    from bluesky_analysis_store.store._catalog import CATALOG_SPEC, embedded_tree, in_process_client
+
+    expected = [{"name": CATALOG_SPEC[0], "version": CATALOG_SPEC[1]}]
+    for _ in range(2):  # a new store, then the same store again
+        with _started(_server_app(tmp_path / "store", monkeypatch)) as client:
+            root = client.get("/api/v1/search/").json()["data"]
+            assert [node["id"] for node in root] == ["analysis"]
+            assert root[0]["attributes"]["specs"] == expected
+            assert root[0]["attributes"]["metadata"] == {}
+
+    context, plain = in_process_client(embedded_tree(tmp_path / "foreign"))
+    try:
+        plain.create_container("analysis")
+    finally:
+        context.close()
+    with (
+        pytest.raises(AnalysisStoreError, match="not a CatalogOfBlueskyRuns"),
+        _started(_server_app(tmp_path / "foreign", monkeypatch)),
+    ):
+        pass

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from ..core._environment import API_KEY_ENV, DEFAULT_STORE, SPOOL_ENV, STORE_ENV
+from ..core._names import FSCK_GRACE
 
 
-def _open_store(args: argparse.Namespace, *, read_only: bool = False) -> Any:
+def _open_store(args: argparse.Namespace, *, read_only: bool = False, raw: bool = True) -> Any:
     """The store the command names; ``read_only``: create nothing (no store, no container, no
-    file), so that the read-only key of ``bas serve`` works."""
+    file), so that the read-only key of ``bas serve`` works; ``raw``: open the raw catalog
+    (``--raw``) too, for the reading commands that use it."""
     from ..store._store import AnalysisStore
 
     target = args.store or os.environ.get(STORE_ENV) or DEFAULT_STORE
@@ -25,7 +27,7 @@ def _open_store(args: argparse.Namespace, *, read_only: bool = False) -> Any:
         api_key=os.environ.get(API_KEY_ENV),
         root=args.root,
         # only reading commands use the raw catalog (lineage); none creates it
-        raw=args.raw if read_only else None,
+        raw=args.raw if read_only and raw else None,
         spool=args.spool or os.environ.get(SPOOL_ENV) or None,
         read_only=read_only,
     )
@@ -91,7 +93,7 @@ def _save(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    with _open_store(args, read_only=True) as store:
+    with _open_store(args, read_only=True, raw=False) as store:
         run = store[args.uid]
         start = run.metadata["start"]
         stop = run.metadata.get("stop") or {}
@@ -102,13 +104,51 @@ def _show(args: argparse.Namespace) -> int:
         if "sample_uuid" in start:
             print(f"sample:    {start.get('sample_name')} ({start['sample_uuid']})")
         print(f"status:    {stop.get('exit_status', 'incomplete (no stop document)')}")
-        for stream in run:
-            for key in run[stream]:
-                node = run[stream][key]
-                shape = getattr(node, "shape", None)
-                if key not in {"seq_num", "time"} and not key.startswith("ts_"):
-                    print(f"  {stream}/{key}" + (f"  shape {tuple(shape)}" if shape else ""))
+        for stream, keys in _stream_keys(run, stop):
+            for key, shape in keys:
+                print(f"  {stream}/{key}" + (f"  shape {shape}" if shape else ""))
     return 0
+
+
+def _is_data_key(key: str) -> bool:
+    """Not one of the columns every stream's table has besides its data keys."""
+    return key not in {"seq_num", "time"} and not key.startswith("ts_")
+
+
+def _stream_keys(run: Any, stop: Any) -> list[tuple[str, list[tuple[str, tuple[Any, ...]]]]]:
+    """Each stream's data keys and shapes, streams sorted, keys in the descriptor's order.
+
+    One listing of the run's streams (their metadata holds the descriptor's ``data_keys``); a
+    key's shape is the stop document's ``num_events`` of the stream, then the shape of one
+    event's value. A stream this cannot tell (no count of events in the stop document, none
+    written, a shape with an unknown length, an older layout) is read node by node.
+    """
+    counts = stop.get("num_events") or {}
+    listed = []
+    # a generator: sorted() would first ask the container for its length, a request of its own
+    streams = sorted(((name, node) for name, node in run.base.items()), key=lambda item: item[0])
+    for stream, node in streams:
+        data_keys = node.metadata.get("data_keys")
+        events = counts.get(stream)
+        shapes = [
+            (key, (events, *(spec.get("shape") or ())))
+            for key, spec in (data_keys or {}).items()
+            if _is_data_key(key)
+        ]
+        if not data_keys or not events or any(None in shape for _, shape in shapes):
+            shapes = _stored_shapes(run[stream])
+        listed.append((stream, shapes))
+    return listed
+
+
+def _stored_shapes(stream: Any) -> list[tuple[str, tuple[Any, ...]]]:
+    """A stream's data keys with the shapes of their stored nodes (a request or more per key)."""
+    shapes = []
+    for key in stream:
+        if _is_data_key(key):
+            shape = getattr(stream[key], "shape", None)
+            shapes.append((key, tuple(shape) if shape else ()))
+    return shapes
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -124,7 +164,7 @@ def _search(args: argparse.Namespace) -> int:
         *([AnalysisVersion(args.version)] if args.version else []),
         *([TimeRange(since=args.since, until=args.until)] if args.since or args.until else []),
     ]
-    with _open_store(args, read_only=True) as store:
+    with _open_store(args, read_only=True, raw=False) as store:
         for uid, run in store.search(*queries).items():
             start = run.metadata["start"]
             print(f"{uid}  {start.get('analysis_name')} {start.get('analysis_version')}")
@@ -287,8 +327,6 @@ def build_parser() -> argparse.ArgumentParser:
     lineage.add_argument("--output", type=Path, help="write the graph as SVG to this file")
     lineage.set_defaults(func=_lineage)
 
-    from ..store._fsck import DEFAULT_GRACE
-
     fsck = store_command(
         "fsck",
         "check the store for incomplete runs, orphaned files and missing files (changes "
@@ -310,10 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     fsck.add_argument(
         "--grace",
         type=float,
-        default=DEFAULT_GRACE,
+        default=FSCK_GRACE,
         metavar="SECONDS",
         help="runs started and files touched less than SECONDS ago may still be being written: "
-        f"reported as in progress, never repaired (default: {DEFAULT_GRACE:g}; 0 only when "
+        f"reported as in progress, never repaired (default: {FSCK_GRACE:g}; 0 only when "
         "nothing is writing to the store)",
     )
     fsck.set_defaults(func=_fsck)

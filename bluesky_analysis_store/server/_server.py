@@ -171,7 +171,7 @@ def build_server_app(
     from tiled.config import Authentication
 
     from ..store._app import build_store_app
-    from ..store._catalog import RUNS_CONTAINER, catalog_tree, embedded_tree, runs_container
+    from ..store._catalog import catalog_tree, create_runs_container_at_start, embedded_tree
 
     directory = directory.resolve()
     if catalog_uri is None:
@@ -182,13 +182,6 @@ def build_server_app(
         tree = embedded_tree(directory)
     else:
         tree = catalog_tree(catalog_uri, directory, tables_uri=tables_uri)
-    # Create the runs container once, in process, before anyone connects.
-    from ..store._catalog import in_process_client
-
-    context, client = in_process_client(tree)
-    try:
-        runs_container(client, RUNS_CONTAINER)
-    finally:
-        context.close()
+    create_runs_container_at_start(tree)  # when the app starts, before anyone connects
     app = build_store_app(tree, authentication=Authentication(single_user_api_key=write_key))
     return KeyGuard(app, write_key, read_key)

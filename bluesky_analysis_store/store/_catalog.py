@@ -46,7 +46,7 @@ def catalog_tree(
         tiled's table storage: ``duckdb:////ABS/PATH`` (default: ``DIRECTORY/tables.duckdb``)
         or ``postgresql://USER@HOST:PORT/DB``.
     initialize : bool
-        Create the catalog's tables if missing (tiled does it in a subprocess: seconds).
+        Create the catalog's tables if missing, in this process (:func:`initialize_catalog`).
     read_only : bool
         Change nothing: a moved store's recorded paths are left (and its files unreadable),
         a missing lineage index is not installed (see :mod:`._lineage_index`).
@@ -70,6 +70,8 @@ def catalog_tree(
         )
     elif (location.moved or location.unrecorded) and not read_only:
         relocate(catalog_uri, location)
+    if initialize:
+        initialize_catalog(catalog_uri)
     tree = from_uri(
         catalog_uri,
         writable_storage=[
@@ -81,13 +83,57 @@ def catalog_tree(
             str(directory / "files"),
             *(str(alias / name) for alias in location.aliases for name in ("files", "data")),
         ],
-        init_if_not_exists=initialize,
     )
     if not read_only:  # installed where missing (also after a tiled migration dropped it)
         from ._lineage_index import ensure
 
         ensure(catalog_uri)
     return tree
+
+
+def initialize_catalog(catalog_uri: str) -> bool:
+    """Create the tables of a catalog that has none and stamp tiled's schema revision, in this
+    process (as ``tiled serve catalog --temp`` does); True if it was new.
+
+    tiled's ``from_uri(init_if_not_exists=True)`` runs ``python -m tiled catalog init`` instead,
+    a subprocess that imports all of tiled again (seconds). A catalog that has tables is left
+    as it is (its app's start-up refuses one that needs a migration). Runs in a thread of its
+    own: the caller may be inside a running event loop (a notebook cell).
+    """
+    from tiled.utils import ensure_specified_sql_driver
+
+    from ._relocation import in_thread
+
+    uri = ensure_specified_sql_driver(catalog_uri)
+    return in_thread(lambda: _initialize(uri))
+
+
+async def _initialize(uri: str) -> bool:
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from tiled.alembic_utils import UninitializedDatabase, check_database, stamp_head
+    from tiled.catalog.alembic_constants import ALEMBIC_DIR, ALEMBIC_INI_TEMPLATE_PATH
+    from tiled.catalog.core import ALL_REVISIONS, REQUIRED_REVISION, initialize_database
+
+    engine = create_async_engine(uri)
+    try:
+        await check_database(engine, REQUIRED_REVISION, ALL_REVISIONS)
+        return False
+    except UninitializedDatabase:
+        await initialize_database(engine)
+    finally:
+        await engine.dispose()
+
+    def stamp() -> None:
+        with warnings.catch_warnings():
+            # tiled's alembic.ini template predates alembic's path_separator option
+            warnings.filterwarnings("ignore", "No path_separator found", DeprecationWarning)
+            stamp_head(ALEMBIC_INI_TEMPLATE_PATH, ALEMBIC_DIR, uri)
+
+    # alembic's stamp runs an event loop of its own, so not in this loop's thread
+    await asyncio.to_thread(stamp)
+    return True
 
 
 def embedded_tree(directory: Path, *, read_only: bool = False) -> Any:
@@ -101,8 +147,7 @@ def embedded_tree(directory: Path, *, read_only: bool = False) -> Any:
     return catalog_tree(
         f"sqlite+aiosqlite:///{catalog}",
         directory,
-        # tiled initializes in a subprocess that re-imports all of tiled: only when needed
-        initialize=not catalog.exists(),
+        initialize=not catalog.exists(),  # an existing one is checked when its app starts
         read_only=read_only,
     )
 
@@ -128,25 +173,53 @@ def in_process_client(tree: Any) -> tuple[Any, Any]:
     return context, from_context(context)
 
 
+def _check_catalog(name: str, container: Any) -> Any:
+    """``container``, if it is a ``CatalogOfBlueskyRuns``; else an :class:`AnalysisStoreError`."""
+    if not any(spec.name == CATALOG_SPEC[0] for spec in container.specs):
+        raise AnalysisStoreError(
+            f"{name!r} exists in the tiled catalog but is not a CatalogOfBlueskyRuns "
+            "container; bluesky queries would be silently ignored there"
+        )
+    return container
+
+
 def runs_container(client: Any, name: str = RUNS_CONTAINER, *, create: bool = True) -> Any:
     """The ``CatalogOfBlueskyRuns`` container ``name`` under ``client``, created if missing
     (``create=False``: an :class:`AnalysisStoreError` instead, and nothing is written)."""
     from tiled.structures.core import Spec
 
     if name in client:
-        container = client[name]
-        if not any(spec.name == CATALOG_SPEC[0] for spec in container.specs):
-            raise AnalysisStoreError(
-                f"{name!r} exists in the tiled catalog but is not a CatalogOfBlueskyRuns "
-                "container; bluesky queries would be silently ignored there"
-            )
-        return container
+        return _check_catalog(name, client[name])
     if not create:
         raise AnalysisStoreError(
             f"the tiled catalog has no container {name!r} and the store was opened read-only; "
             "nothing has been saved there yet (opening it for writing creates it)"
         )
     return client.create_container(name, specs=[Spec(CATALOG_SPEC[0], version=CATALOG_SPEC[1])])
+
+
+def create_runs_container_at_start(tree: Any, name: str = RUNS_CONTAINER) -> None:
+    """Have the app built on ``tree`` after this call create the ``CatalogOfBlueskyRuns``
+    container ``name`` as it starts, before it answers anyone, if it is missing.
+
+    It is the node :func:`runs_container` would create (the same specs, no metadata), made
+    through the catalog adapter in the app's own event loop: no first app and client just for
+    this. tiled runs a tree's ``startup_tasks`` when its app starts, after checking the
+    catalog's database. An existing ``name`` that is not a ``CatalogOfBlueskyRuns`` stops the
+    start with an :class:`AnalysisStoreError`.
+    """
+
+    async def create() -> None:
+        from tiled.server.core import NoEntry
+        from tiled.structures.core import Spec, StructureFamily
+
+        try:
+            _check_catalog(name, await tree.lookup_adapter([name]))
+        except NoEntry:
+            spec = Spec(CATALOG_SPEC[0], version=CATALOG_SPEC[1])
+            await tree.create_node(StructureFamily.container, {}, key=name, specs=[spec])
+
+    tree.startup_tasks.append(create)
 
 
 def raw_container(client: Any, raw: str | Any, *, read_only: bool = False) -> Any:

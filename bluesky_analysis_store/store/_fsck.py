@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core._errors import AnalysisInputError, AnalysisStoreError
 from ..core._files import inside_root, remove_empty_directories
+from ..core._names import FSCK_GRACE
 from ..insert._spool import (
     SPOOL_DIRECTORY,
     SPOOL_REGISTRY,
@@ -59,7 +60,7 @@ if TYPE_CHECKING:
     from ._store import AnalysisStore
 
 #: Default grace period (seconds): younger runs and files may still be being written.
-DEFAULT_GRACE = 600.0
+DEFAULT_GRACE = FSCK_GRACE
 #: Names under the root that belong to the store's machinery, never to a run.
 _OWN_NAMES = frozenset({LOCK_FILE, SPOOL_REGISTRY, QUARANTINE_DIRECTORY, SPOOL_DIRECTORY})
 

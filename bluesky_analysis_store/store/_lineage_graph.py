@@ -150,38 +150,47 @@ def _label(start: Mapping[str, Any]) -> tuple[NodeKind, str]:
 
 
 def build_lineage_graph(
-    uid: str,
-    find_start: Callable[[str], Mapping[str, Any] | None],
-    find_children: Callable[[str], list[str]],
+    start: Mapping[str, Any],
+    find_starts: Callable[[list[str]], Mapping[str, Mapping[str, Any]]],
+    find_children: Callable[[str], Mapping[str, Mapping[str, Any]]],
 ) -> LineageGraph:
-    """Walk parents (``find_start(uid)['parent_uids']``) up and children down from ``uid``."""
-    graph = LineageGraph(focus=uid)
-    starts: dict[str, Mapping[str, Any] | None] = {}  # each a request to a catalog: fetch once
+    """Walk parents (``parent_uids``) up and children down from the run whose start document is
+    ``start``.
 
-    def visit(run_uid: str) -> None:
-        start = starts[run_uid] = find_start(run_uid)
-        kind, label = _label(start) if start is not None else ("missing", "not found")
+    ``find_starts(uids)`` gives the start documents of a generation of ancestors at once (a
+    uid it leaves out is a missing run); ``find_children(uid)`` the runs derived from ``uid``
+    with their start documents. So the walk asks once per generation up and once per run down.
+    """
+    uid = str(start["uid"])
+    graph = LineageGraph(focus=uid)
+    starts: dict[str, Mapping[str, Any] | None] = {}
+
+    def visit(run_uid: str, run_start: Mapping[str, Any] | None) -> None:
+        starts[run_uid] = run_start
+        kind, label = _label(run_start) if run_start is not None else ("missing", "not found")
         graph.nodes.setdefault(run_uid, LineageNode(run_uid, kind, label))
 
+    visit(uid, start)
     frontier = [uid]
-    visit(uid)
-    while frontier:  # ancestors
-        nxt = []
+    while frontier:  # ancestors, a generation at a time
+        nxt: list[str] = []
         for child in frontier:
             for parent in (starts[child] or {}).get("parent_uids", []):
                 graph.edges.add((parent, child))
-                if parent not in graph.nodes:
-                    visit(parent)
+                if parent not in graph.nodes and parent not in nxt:
                     nxt.append(parent)
+        found = find_starts(nxt) if nxt else {}
+        for parent in nxt:
+            visit(parent, found.get(parent))
         frontier = nxt
     frontier = [uid]
     while frontier:  # descendants
         nxt = []
         for parent in frontier:
-            for child in find_children(parent):
+            for child, child_start in find_children(parent).items():
                 graph.edges.add((parent, child))
                 if child not in graph.nodes:
-                    visit(child)
+                    visit(child, child_start)
                     nxt.append(child)
         frontier = nxt
     return graph

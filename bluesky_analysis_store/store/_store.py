@@ -12,13 +12,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack, cast
 
-from ..compose._compose import ComposedRun, PreparedRun, RunOptions, prepare_analysis_run
 from ..core._errors import AnalysisStoreError, NotFoundError, RunConflictError
 from ..core._files import ClosingContext, remove_empty_directories
 from ..insert._runs import stored_run
-from ..pairs._pairs import PairRegistry, default_registry
-from ..provenance._policy import ProvenancePolicy
-from ..provenance._provenance import Provenance
 from ._failures import failed_analyses, failure_documents, missing_analysis
 from ._lineage_graph import LineageGraph, build_lineage_graph, lineage_graph_from_edges
 from ._locks import create_lock_file, lineage_lock, release_embedded_store
@@ -26,6 +22,7 @@ from ._open import open_store
 from ._queries import (
     AnalysisName,
     AnalysisVersion,
+    DerivedFrom,
     ExitStatus,
     LineageHash,
     SampleUUID,
@@ -36,10 +33,17 @@ from ._queries import (
 )
 
 if TYPE_CHECKING:
+    from ..compose._compose import ComposedRun, PreparedRun, RunOptions
     from ..core._documents import Document, RunStart
     from ..insert._insert import StorePipeline
     from ..insert._spool import ReplayReport
+    from ..pairs._pairs import PairRegistry
+    from ..provenance._policy import ProvenancePolicy
+    from ..provenance._provenance import Provenance
     from ._lineage_reader import LineageReader
+
+#: how many uids one ``In`` search asks for (they travel in the request's URL)
+UIDS_PER_SEARCH = 100
 
 logger = logging.getLogger("bluesky_analysis_store.store")
 
@@ -102,12 +106,16 @@ class AnalysisStore(ClosingContext):
         self._lineage = lineage_index if lineage_index is not None else RouteReader(runs)
         self.raw = raw
         self.root = Path(root).resolve()
-        self.registry = registry if registry is not None else default_registry()
+        self._registry = registry
         self._context = context
         self._insert_lock = threading.Lock()  # a LiveAnalysis worker and the RunEngine share it
         self._embedded_directory = embedded_directory
         self.spool = Path(spool).resolve() if spool is not None else None
-        self._inserter = self._pipeline(self.spool)
+        # a read-only store inserts nothing: no pipeline (a request, and the insert chain's
+        # and the pairs' imports) and no registry unless something asks for them
+        self._store_pipeline: StorePipeline | None = (
+            None if read_only else self._pipeline(self.spool)
+        )
         self.read_only = read_only
         if not read_only:  # read-only writes nothing, not even the lock file
             create_lock_file(self.root)  # now, so that no save (even a refused one) creates it
@@ -115,6 +123,26 @@ class AnalysisStore(ClosingContext):
                 from ..insert._spool import register_spool
 
                 register_spool(self.root, self.spool)
+
+    @property
+    def registry(self) -> PairRegistry:
+        """The writer/handler pairs (default: every installed pair, found when first asked
+        for)."""
+        if self._registry is None:
+            from ..pairs._pairs import default_registry
+
+            self._registry = default_registry()
+        return self._registry
+
+    @registry.setter
+    def registry(self, registry: PairRegistry) -> None:
+        self._registry = registry
+
+    @property
+    def _inserter(self) -> StorePipeline:
+        if self._store_pipeline is None:
+            self._store_pipeline = self._pipeline(self.spool)
+        return self._store_pipeline
 
     def _pipeline(self, spool: Path | None) -> StorePipeline:
         """A fresh document pipeline into ``runs``: per run, provenance required, the spool
@@ -151,6 +179,8 @@ class AnalysisStore(ClosingContext):
         sharing the store's root take a lock per lineage, so concurrent saves of one lineage
         make exactly one run.
         """
+        from ..compose._compose import prepare_analysis_run
+
         self._check_writable("save")
         options.setdefault("event_pages", True)
         prepared = prepare_analysis_run(
@@ -373,14 +403,47 @@ class AnalysisStore(ClosingContext):
     def start_document(self, uid: str) -> RunStart | None:
         """The start document of ``uid`` from the analysis or the raw catalog, or None."""
         for catalog in (self.runs, self.raw):
-            if catalog is not None and uid in catalog:
-                return cast("RunStart", dict(catalog[uid].metadata["start"]))  # tiled's is Any
+            if catalog is None:
+                continue
+            if len(uid) == 36:  # a full uid: one exact lookup, no partial-uid search after it
+                run = stored_run(catalog, uid)
+            else:  # one lookup (``uid in catalog`` would be a second)
+                try:
+                    run = catalog[uid]
+                except KeyError:
+                    run = None
+            if run is not None:
+                return cast("RunStart", dict(run.metadata["start"]))  # tiled's is Any
         return None
 
     def _raw_start(self, uid: str) -> RunStart | None:
         if self.raw is None or uid not in self.raw:
             return None
         return cast("RunStart", dict(self.raw[uid].metadata["start"]))
+
+    def _start_documents(self, uids: Sequence[str]) -> dict[str, RunStart]:
+        """The start documents of the full ``uids`` found in the analysis catalog, else in the
+        raw one: one search per catalog (per :data:`UIDS_PER_SEARCH` uids), not one per run."""
+        from tiled.queries import In
+
+        found: dict[str, RunStart] = {}
+        for catalog in (self.runs, self.raw):
+            missing = [uid for uid in uids if uid not in found]
+            for i in range(0, len(missing) if catalog is not None else 0, UIDS_PER_SEARCH):
+                batch = In("start.uid", missing[i : i + UIDS_PER_SEARCH])
+                for _, run in catalog.search(batch).items():
+                    start = cast("RunStart", dict(run.metadata["start"]))
+                    found[start["uid"]] = start
+        return found
+
+    def _derived_starts(self, uid: str) -> dict[str, RunStart]:
+        """:meth:`derived_from` (not recursive) with the runs' start documents: one search."""
+        runs = search(self.runs, DerivedFrom(uid), ExitStatus("success"))
+        return {
+            key: cast("RunStart", dict(run.metadata["start"]))
+            for key, run in runs.items()
+            if key != uid
+        }
 
     def lineage(self, uid: str) -> LineageGraph:
         """The provenance graph around ``uid``: ancestors (analysis and raw) and descendants.
@@ -403,12 +466,13 @@ class AnalysisStore(ClosingContext):
         start = self.start_document(uid)  # also resolves a partial uid
         if start is None:
             raise NotFoundError(f"no run {uid!r} in the analysis store or its raw catalog")
-        return build_lineage_graph(start["uid"], self.start_document, self.derived_from)
+        return build_lineage_graph(start, self._start_documents, self._derived_starts)
 
     def close(self) -> None:
         """Release what :meth:`open` opened: the in-process server or the HTTP connections
         (runs still open in the spool keep their files there, for replay)."""
-        self._inserter.close()
+        if self._store_pipeline is not None:  # a read-only store's is never built
+            self._store_pipeline.close()
         self._lineage.close()
         if self._embedded_directory is not None:
             release_embedded_store(self._embedded_directory)
