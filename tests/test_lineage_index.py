@@ -64,7 +64,11 @@ def _assert_same_as_scan(store: AnalysisStore, uids: list[str]) -> None:
         if uid not in store:  # a raw uid: no lineage to draw (NotFoundError either way)
             continue
         indexed_graph = store.lineage(uid)
-        scanned_graph = build_lineage_graph(uid, store.start_document, store.derived_from)
+        scanned_graph = build_lineage_graph(
+            store.start_document(uid),
+            lambda uids: {u: s for u in uids if (s := store.start_document(u)) is not None},
+            lambda u: {c: store.start_document(c) for c in derived_from(store.runs, u)},
+        )
         assert _graph(indexed_graph) == _graph(scanned_graph), uid
     for name in ("reduce", "fit", "report", "none"):
         raw = [PARENT_UID, OTHER_RAW, *uids]
