@@ -42,6 +42,22 @@ def test_save_through_the_server_and_read_with_the_read_only_key(server):
         assert reader._lineage.ask("descendants", uid=make_provenance().parents[0].uid)
 
 
+def test_a_lineage_question_without_its_arguments_gets_400(server):
+    from bluesky_analysis_store.store._lineage_reader import ROUTE
+
+    headers = {"Authorization": f"Apikey {READ_KEY}"}
+    url = f"{server.uri}/api/v1/{ROUTE}/analysis"
+    for params in (
+        {"ask": "analysed", "args": "{}"},
+        {"ask": "lineage", "args": '{"uid": 3}'},
+        {"ask": "nothing", "args": "{}"},
+        {"ask": "lineage", "args": "not json"},
+    ):
+        response = httpx.get(url, params=params, headers=headers)
+        assert response.status_code == 400, (params, response.text)
+        assert "ask" in response.text
+
+
 def test_read_only_key_cannot_write_and_leaves_nothing(server):
     before = sorted((server.directory / "files").rglob("*"))
     with (

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from ..core._errors import AnalysisInputError
+
 logger = logging.getLogger("bluesky_analysis_store.store")
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -368,7 +370,19 @@ def answer(
     execute: Execute, dialect: Dialect, container: int, ask: str, args: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The JSON answer to one lineage question about ``container`` (what the store's route
-    returns, and what an embedded store computes in process)."""
+    returns, and what an embedded store computes in process).
+
+    Raises
+    ------
+    AnalysisInputError
+        An unknown question, or one without the arguments it needs (``uid``; ``name``).
+    """
+    needed = {"descendants": "uid", "lineage": "uid", "analysed": "name"}.get(ask)
+    if needed is None or not isinstance(args.get(needed), str):
+        raise AnalysisInputError(
+            f"lineage question {ask!r} with args {sorted(args)}: ask 'descendants' or "
+            "'lineage' with a string 'uid', or 'analysed' with a string 'name'"
+        )
     if ask == "descendants":
         edges = descendant_edges(
             execute,
@@ -392,4 +406,4 @@ def answer(
         version = None if args.get("version") is None else str(args["version"])
         parents = analysed_parents(execute, dialect, container, str(args["name"]), version)
         return {"parents": sorted(parents)}
-    raise ValueError(f"unknown lineage question {ask!r}")
+    raise AnalysisInputError(f"unknown lineage question {ask!r}")  # not reached: checked above

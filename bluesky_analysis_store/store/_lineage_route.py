@@ -79,8 +79,13 @@ def lineage_router() -> APIRouter:
                 return None
             return answer(execute, dialect, node.id, ask, arguments)
 
-        async with engine.connect() as connection:
-            result = await connection.run_sync(work)
+        from ..core._errors import AnalysisInputError
+
+        try:
+            async with engine.connect() as connection:
+                result = await connection.run_sync(work)
+        except AnalysisInputError as error:  # a question without its arguments
+            raise HTTPException(400, str(error)) from None
         if result is None:
             raise HTTPException(409, "the catalog has no lineage index (bas fsck --repair)")
         return result
