@@ -403,23 +403,12 @@ class AnalysisStore(ClosingContext):
     def start_document(self, uid: str) -> RunStart | None:
         """The start document of ``uid`` from the analysis or the raw catalog, or None."""
         for catalog in (self.runs, self.raw):
-            if catalog is None:
-                continue
-            if len(uid) == 36:  # a full uid: one exact lookup, no partial-uid search after it
-                run = stored_run(catalog, uid)
-            else:  # one lookup (``uid in catalog`` would be a second)
-                try:
-                    run = catalog[uid]
-                except KeyError:
-                    run = None
-            if run is not None:
-                return cast("RunStart", dict(run.metadata["start"]))  # tiled's is Any
+            if (start := _start_in(catalog, uid)) is not None:
+                return start
         return None
 
     def _raw_start(self, uid: str) -> RunStart | None:
-        if self.raw is None or uid not in self.raw:
-            return None
-        return cast("RunStart", dict(self.raw[uid].metadata["start"]))
+        return _start_in(self.raw, uid)
 
     def _start_documents(self, uids: Sequence[str]) -> dict[str, RunStart]:
         """The start documents of the full ``uids`` found in the analysis catalog, else in the
@@ -480,3 +469,18 @@ class AnalysisStore(ClosingContext):
         if self._context is not None:
             self._context.close()
             self._context = None
+
+
+def _start_in(catalog: Any, uid: str) -> RunStart | None:
+    """The start document of ``uid`` in ``catalog`` (None: no catalog, or no such run), in one
+    lookup."""
+    if catalog is None:
+        return None
+    if len(uid) == 36:  # a full uid: one exact lookup, no partial-uid search after it
+        run = stored_run(catalog, uid)
+    else:  # one lookup (``uid in catalog`` would be a second)
+        try:
+            run = catalog[uid]
+        except KeyError:
+            run = None
+    return None if run is None else cast("RunStart", dict(run.metadata["start"]))  # tiled: Any
