@@ -19,6 +19,10 @@ settings.register_profile("deterministic", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile("deterministic")
 
+# Most tests open embedded stores in process (one server start per store would cost seconds);
+# tests/test_local_server.py, the IPython profile's and the CLI's own tests use the local server.
+os.environ.setdefault("BAS_LOCAL_SERVER", "0")
+
 
 @dataclass
 class TiledCatalog:
@@ -61,6 +65,17 @@ def tiled_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TiledCat
     directory = tmp_path_factory.mktemp("tiled")
     with _serve_in_process(embedded_tree(directory), directory / "files") as catalog:
         yield catalog
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_local_server_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the session, stop every local server a test left running (one stops by
+    itself once idle, minutes later: nothing of the tests may outlive them)."""
+    yield
+    from bluesky_analysis_store.store._local_server import STATE_FILE, stop
+
+    for state in tmp_path_factory.getbasetemp().rglob(STATE_FILE):
+        stop(state.parent)
 
 
 @pytest.fixture(scope="session")

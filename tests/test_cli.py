@@ -6,9 +6,11 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 
-def _bas(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _bas(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "bluesky_analysis_store.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=180, env=env)
 
 
 def test_demo_runs_a_session_and_shows_what_a_user_checks(tmp_path):
@@ -64,7 +66,9 @@ def test_help_lists_the_commands(tmp_path):
     assert "demo" in result.stdout
 
 
-def test_save_show_search_lineage_on_an_embedded_store(tmp_path):
+def test_save_show_search_lineage_on_an_embedded_store(tmp_path, monkeypatch):
+    """As a user types them: each command a process of its own, all reaching the store through
+    its local server (the default), which the first one starts and the last one stops."""
     import numpy as np
     import pandas as pd
 
@@ -77,7 +81,15 @@ def test_save_show_search_lineage_on_an_embedded_store(tmp_path):
     (incoming / "notes.txt").write_text("not ingested")
     store = ["--store", str(tmp_path / "store")]
     parent = "0f3c5a8e-9b1d-4c2e-8a7f-1d2e3f4a5b6c"
+    monkeypatch.setenv("BAS_LOCAL_SERVER", "1")  # the commands' environment
+    try:
+        _save_show_search_lineage(tmp_path, incoming, store, parent)
+    finally:
+        stopped = _bas("stop-server", *store, cwd=tmp_path)
+    assert stopped.stdout.startswith(f"stopped the local server of {tmp_path / 'store'} (pid ")
 
+
+def _save_show_search_lineage(tmp_path: Path, incoming: Path, store: list[str], parent: str):
     saved = _bas(
         "save", str(incoming), "--name", "ingest", "--parent", parent, *store, cwd=tmp_path
     )

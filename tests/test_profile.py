@@ -17,6 +17,7 @@ import pytest
 from bluesky_analysis_store import AnalysisStore, AnalysisStoreError, install_profile
 from bluesky_analysis_store.cli import main
 from bluesky_analysis_store.cli._profile import startup_files
+from bluesky_analysis_store.store._local_server import stop
 
 STARTUP_FILES = [
     "00-base.py",
@@ -125,8 +126,9 @@ def test_installed_profile_runs_a_session_in_real_ipython(tmp_path, capsys):
     assert result["found"] == sorted([result["live_uid"], result["plan_uid"]])
     assert result["found2"] == sorted([result["live2_uid"], result["plan2_uid"]])
 
-    # the session's store, reopened here: raw scans in "raw", analysis runs in the store
-    with AnalysisStore.open(tmp_path / "store", raw="raw") as store:
+    # the session's store, reopened here through the local server the session started (still
+    # up: its idle timeout has not passed): raw scans in "raw", analysis runs in the store
+    with AnalysisStore.open(tmp_path / "store", raw="raw", local_server=True) as store:
         assert sorted(store.raw) == sorted([raw_uid, raw2_uid])
         assert len(store) == 4
         expected = {
@@ -153,6 +155,7 @@ def test_installed_profile_runs_a_session_in_real_ipython(tmp_path, capsys):
         assert raw_start["beamline_id"] == "test-beamline"
         assert raw_start["profile"] == "beamline"
 
+    assert stop(tmp_path / "store") is not None
     # the API key came from the environment and went nowhere on disk
     for path in tmp_path.rglob("*"):
         if path.is_file():
@@ -207,8 +210,9 @@ def test_raw_catalog_on_another_tiled_server(tmp_path):
     finally:
         raw_server.terminate()
         raw_server.communicate(timeout=60)  # reaps it and closes its stdout
-    with AnalysisStore.open(tmp_path / "store") as store:
+    with AnalysisStore.open(tmp_path / "store", local_server=True) as store:
         assert store.derived_from(result["raw_uid"]) == [result["derived"]]
+    stop(tmp_path / "store")
 
 
 def test_install_refuses_to_overwrite_different_files_without_force(tmp_path, capsys):

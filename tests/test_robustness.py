@@ -355,7 +355,7 @@ def test_a_forked_child_gets_a_typed_error_at_once(tmp_path):
     assert kind == "StoreInUseError", message
     assert f"is open in process {os.getpid()}, from which this process" in message
     assert "was forked" in message
-    assert "bas serve" in message
+    assert "through its local server" in message
     assert issubclass(StoreInUseError, AnalysisStoreError)
 
 

@@ -67,6 +67,22 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_server(args: argparse.Namespace) -> int:
+    from ..store._local_server import stop
+
+    target = args.store or os.environ.get(STORE_ENV) or DEFAULT_STORE
+    if target.startswith(("http://", "https://")):
+        print(f"{target} is a served store: stop its `bas serve` where it runs", file=sys.stderr)
+        return 2
+    directory = Path(target).resolve()
+    pid = stop(directory)
+    if pid is None:
+        print(f"no local server is running for {directory}")
+    else:
+        print(f"stopped the local server of {directory} (pid {pid})")
+    return 0
+
+
 def _save(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -300,6 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
             "store)",
         )
         return command
+
+    stop_server = commands.add_parser(
+        "stop-server",
+        help="stop the local server of an embedded store (it stops by itself once idle; "
+        "processes that have the store open lose it)",
+    )
+    stop_server.add_argument(
+        "--store", help=f"the store directory (default: ${STORE_ENV} or ./{DEFAULT_STORE})"
+    )
+    stop_server.set_defaults(func=_stop_server)
 
     save = store_command("save", "ingest the files of a directory as an analysis run")
     save.add_argument("directory", type=Path, help=".npy, .csv, .tif/.tiff files, one stream each")

@@ -10,6 +10,8 @@ from ._lazy import lazy_exports
 _EXPORTS = {
     "API_KEY_ENV": "._environment",
     "DEFAULT_STORE": "._environment",
+    "IDLE_TIMEOUT_ENV": "._environment",
+    "LOCAL_SERVER_ENV": "._environment",
     "READ_KEY_ENV": "._environment",
     "SPOOL_ENV": "._environment",
     "STORE_ENV": "._environment",
@@ -19,6 +21,7 @@ _EXPORTS = {
     "DuplicateSpecError": "._errors",
     "FileCollisionError": "._errors",
     "InputTypeError": "._errors",
+    "LocalServerError": "._errors",
     "NestingTooDeepError": "._errors",
     "ProtectedKeyError": "._errors",
     "ProvenanceError": "._errors",
@@ -37,13 +40,22 @@ if not TYPE_CHECKING:  # mypy reads the names from the imports below (a star imp
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from ._environment import API_KEY_ENV, DEFAULT_STORE, READ_KEY_ENV, SPOOL_ENV, STORE_ENV
+    from ._environment import (
+        API_KEY_ENV,
+        DEFAULT_STORE,
+        IDLE_TIMEOUT_ENV,
+        LOCAL_SERVER_ENV,
+        READ_KEY_ENV,
+        SPOOL_ENV,
+        STORE_ENV,
+    )
     from ._errors import (
         AnalysisInputError,
         AnalysisStoreError,
         DuplicateSpecError,
         FileCollisionError,
         InputTypeError,
+        LocalServerError,
         NestingTooDeepError,
         ProtectedKeyError,
         ProvenanceError,

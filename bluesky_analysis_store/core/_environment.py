@@ -10,3 +10,10 @@ API_KEY_ENV = "BAS_API_KEY"
 READ_KEY_ENV = "BAS_READ_API_KEY"
 #: The spool directory, unless ``--spool`` says otherwise (default: ``ROOT/.bas-spool``).
 SPOOL_ENV = "BAS_SPOOL"
+#: ``0`` (or ``off``, ``no``, ``false``): open an embedded store in this process, held by it
+#: alone, instead of through its local server (see :mod:`..store._local_server`).
+LOCAL_SERVER_ENV = "BAS_LOCAL_SERVER"
+#: Seconds an embedded store's local server stays up once no process has the store open.
+IDLE_TIMEOUT_ENV = "BAS_LOCAL_SERVER_IDLE"
+#: Its default: long enough that commands typed one after another find it still running.
+DEFAULT_IDLE_TIMEOUT = 300.0

@@ -79,6 +79,11 @@ class StoreInUseError(AnalysisStoreError):
     from); one process at a time may have it open."""
 
 
+class LocalServerError(AnalysisStoreError):
+    """An embedded store's local server could not be started or reached; the message names the
+    server's log and what it said."""
+
+
 class StorageFullError(AnalysisStoreError, OSError):
     """The file system ran out of space (``ENOSPC``), quota (``EDQUOT``) or allowed file size
     (``EFBIG``) while a save wrote its files.

@@ -187,6 +187,8 @@ def summarize(result: DemoResult) -> str:
         f"lineage of compare_peaks run {result.comparison_uid[:8]}:",
         store.lineage(result.comparison_uid).as_text(),
         f"lineage picture: {result.picture}",
-        f"store: {result.directory / 'store'} (reopen with AnalysisStore.open(that path))",
+        f"store: {result.directory / 'store'} (reopen with AnalysisStore.open(that path), or "
+        f"`bas show UID --store {result.directory / 'store'}`; its local server stops once "
+        "idle, or at `bas stop-server --store` that path)",
     ]
     return "\n".join(lines)

@@ -5,7 +5,8 @@
 Settings come from environment variables; an API key is never written in a file.
 
 ``BAS_STORE``
-    A store directory (embedded: SQLite, in-process, no server; created on first use) or the
+    A store directory (embedded: SQLite, shared with other processes through its local server;
+    created on first use) or the
     ``http(s)://`` URI of a served store (``bas serve``). Default: ``./bas-store``.
 ``BAS_API_KEY``
     The served store's API key.

@@ -9,9 +9,9 @@ from typing import Any
 
 logger = logging.getLogger("bluesky_analysis_store.server")
 
-#: Routes that stream a file and never touch the table storage: not serialized (a file may be
-#: far larger than memory should hold at once).
-UNLOCKED_ROUTES = ("/api/v1/asset/",)
+#: Routes that never touch the table storage, not serialized: a file's stream (a file may be
+#: far larger than memory should hold at once), and the health check (a busy server is alive).
+UNLOCKED_ROUTES = ("/api/v1/asset/", "/healthz")
 
 
 class AppWrapper:

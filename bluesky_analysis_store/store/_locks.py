@@ -133,17 +133,19 @@ def hold_embedded_store(directory: Path) -> None:
                 raise StoreInUseError(
                     f"the embedded store {directory} is open in process "
                     f"{_held_by_parent[directory]}, from which this process ({os.getpid()}) was "
-                    "forked; a forked child cannot use its parent's embedded store (its server "
+                    "forked; a forked child cannot use its parent's in-process store (its server "
                     "runs in the parent's threads, and its tables are a DuckDB file that admits "
-                    f"one process). Serve it (`bas serve {directory}`) and open the server's "
-                    "http:// address in every process, or start workers with multiprocessing's "
-                    "'spawn' or 'forkserver' method"
+                    "one process). Open it through its local server in every process (the "
+                    "default: AnalysisStore.open(DIRECTORY) without local_server=False), or "
+                    "start workers with multiprocessing's 'spawn' or 'forkserver' method"
                 ) from None
             raise StoreInUseError(
                 f"the embedded store {directory} is open in another process ({holder}); an "
-                "embedded store serves one process at a time (its tables are a DuckDB file). "
-                f"Close it there, or serve it (`bas serve {directory}`) and open the server's "
-                "http:// address from every process"
+                "embedded store opened in a process (local_server=False, $BAS_LOCAL_SERVER=0) "
+                "or by `bas serve` is that process's alone (its tables are a DuckDB file). "
+                "Close it there, or open it through its local server everywhere (the default), "
+                f"which several processes share; `bas stop-server --store {directory}` stops "
+                "a local server"
             ) from None
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}".encode(), 0)

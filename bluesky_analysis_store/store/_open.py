@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..core._errors import AnalysisStoreError
 from ..pairs._pairs import PairRegistry
 from ._catalog import embedded_tree, in_process_client, raw_container, runs_container
+from ._local_server import connect, read_state, use_local_server
 from ._locks import hold_embedded_store, release_embedded_store
 
 if TYPE_CHECKING:
@@ -27,15 +28,17 @@ def open_store(
     raw: str | Any = None,
     spool: str | Path | bool | None = None,
     read_only: bool = False,
+    local_server: bool | None = None,
 ) -> AnalysisStore:
     """Open (or create) an analysis store.
 
     Parameters
     ----------
     target : path, URI or tiled client
-        A directory: the embedded default (SQLite catalog, local files, in-process, no
-        server; created on first use and reopened with everything still there). An
-        ``http(s)://`` URI: a tiled server (``bas serve``). A tiled client or container.
+        A directory: the embedded default (SQLite catalog, local files; created on first use
+        and reopened with everything still there), reached through its local server, which
+        the first process to open it starts and every process shares (see ``local_server``).
+        An ``http(s)://`` URI: a tiled server (``bas serve``). A tiled client or container.
     api_key : str, optional
         For a server; never stored in documents or files.
     root : path, optional
@@ -54,12 +57,28 @@ def open_store(
         Create nothing: no store directory, no container (a missing raw catalog is None),
         no lock file; ``save``, ``insert`` and ``replay`` raise. Works with the read-only
         key of ``bas serve``.
+    local_server : bool, optional
+        For a directory: True (the default, unless ``$BAS_LOCAL_SERVER`` is ``0``) reaches the
+        store through its local server on 127.0.0.1, started if none is running and stopped
+        once no process has had the store open for ``$BAS_LOCAL_SERVER_IDLE`` seconds (300),
+        so that several processes can use the store at once. False serves it in this process,
+        which then holds it alone (:class:`StoreInUseError` elsewhere) until it is closed.
+        A read-only open of a directory this user cannot write, with no server running, is
+        served in this process.
     """
     from ._store import AnalysisStore  # which opens with this module
 
     if isinstance(target, str | Path) and not str(target).startswith(("http://", "https://")):
-        opened = open_embedded(Path(target), root, raw, read_only)
-        spool = spool if isinstance(spool, str | Path) else None  # default: none, in-process
+        directory = Path(target).resolve()
+        if use_local_server(local_server) and _may_start_a_server(directory, read_only):
+            opened = open_local(directory, root, raw, read_only)
+            if spool is None or spool is True:
+                from ..insert._spool import SPOOL_DIRECTORY
+
+                spool = opened.root / SPOOL_DIRECTORY
+        else:
+            opened = open_embedded(directory, root, raw, read_only)
+            spool = spool if isinstance(spool, str | Path) else None  # default: none, in-process
     else:
         if root is None:
             raise AnalysisStoreError(
@@ -86,8 +105,9 @@ def open_store(
 
 @dataclass(frozen=True)
 class OpenedCatalog:
-    """What opening a store's catalog gives: its containers, its file root, and what to release
-    at close (the HTTP connections or the in-process app, an embedded store's directory)."""
+    """What opening a store's catalog gives: its containers, its file root, what to release at
+    close (``context.close()``: the HTTP connections or the in-process app, and the hold on an
+    embedded store), and an embedded store's directory."""
 
     runs: Any
     root: Path
@@ -95,6 +115,62 @@ class OpenedCatalog:
     context: Any
     embedded_directory: Path | None = None
     lineage_index: Any = None
+
+
+@dataclass
+class InProcessStore:
+    """An embedded store served in this process: its app's context and the hold on the
+    directory, released together."""
+
+    context: Any
+    directory: Path
+
+    def close(self) -> None:
+        try:
+            self.context.close()
+        finally:
+            release_embedded_store(self.directory)
+
+
+def _may_start_a_server(directory: Path, read_only: bool) -> bool:
+    """May this open go through the local server? Not for a read-only open of a directory this
+    user cannot write, unless a server is running already (it could not start one)."""
+    import os
+
+    if not read_only or read_state(directory) is not None:
+        return True
+    return directory.is_dir() and os.access(directory, os.W_OK)
+
+
+def _check_exists(directory: Path, read_only: bool) -> None:
+    if read_only and not (directory / "catalog.db").is_file():
+        raise AnalysisStoreError(
+            f"no analysis store in {directory} (no catalog.db); nothing was created "
+            "(the store was opened read-only)"
+        )
+
+
+def open_local(
+    directory: Path, root: str | Path | None, raw: Any, read_only: bool
+) -> OpenedCatalog:
+    """The embedded store in ``directory`` through its local server (started if none runs; see
+    :mod:`._local_server`)."""
+    from ._containment import embedded_files_root
+    from ._lineage_reader import SqliteReader
+
+    files = embedded_files_root(directory, root)  # the store serves nothing outside
+    _check_exists(directory, read_only)
+    directory.mkdir(parents=True, exist_ok=True)
+    connection = connect(directory)
+    try:
+        runs = runs_container(connection.client, create=not read_only)
+        raw_runs = raw_container(connection.client, raw, read_only=read_only)
+    except BaseException:
+        connection.close()
+        raise
+    # the catalog file is on this machine: read the lineage index there, no request
+    index = SqliteReader(directory / "catalog.db", list(runs.path_parts))
+    return OpenedCatalog(runs, files, raw_runs, connection, directory, index)
 
 
 def open_embedded(
@@ -106,11 +182,7 @@ def open_embedded(
 
     directory = directory.resolve()
     files = embedded_files_root(directory, root)  # the store serves nothing outside
-    if read_only and not (directory / "catalog.db").is_file():
-        raise AnalysisStoreError(
-            f"no analysis store in {directory} (no catalog.db); nothing was created "
-            "(the store was opened read-only)"
-        )
+    _check_exists(directory, read_only)
     directory.mkdir(parents=True, exist_ok=True)
     hold_embedded_store(directory)
     try:
@@ -129,7 +201,9 @@ def open_embedded(
 
     # read in this process, no request (the in-process app's route would cost one)
     index = SqliteReader(directory / "catalog.db", list(runs.path_parts))
-    return OpenedCatalog(runs, files, raw_runs, context, directory, index)
+    return OpenedCatalog(
+        runs, files, raw_runs, InProcessStore(context, directory), directory, index
+    )
 
 
 def open_served(

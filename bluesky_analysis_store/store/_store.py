@@ -17,7 +17,7 @@ from ..core._files import ClosingContext, remove_empty_directories
 from ..insert._runs import stored_run
 from ._failures import failed_analyses, failure_documents, missing_analysis
 from ._lineage_graph import LineageGraph, build_lineage_graph, lineage_graph_from_edges
-from ._locks import create_lock_file, lineage_lock, release_embedded_store
+from ._locks import create_lock_file, lineage_lock
 from ._open import open_store
 from ._queries import (
     AnalysisName,
@@ -76,9 +76,12 @@ class AnalysisStore(ClosingContext):
         A directory for the durable local spool: every document is written there before it is
         inserted, and when the store cannot be reached the rest of the run stays there (the
         caller is not interrupted) until :meth:`replay` (``bas replay``) inserts it.
+    context : object with ``close()``, optional
+        What :meth:`close` releases: the HTTP connections, or the in-process app and this
+        process's hold on an embedded store (:meth:`open` sets it).
     embedded_directory : Path, optional
-        The directory of an embedded store, held by this process until :meth:`close`
-        (:meth:`open` sets it).
+        The directory of an embedded store (:meth:`open` sets it), served in this process or
+        by its local server.
     read_only : bool
         Write nothing (see :meth:`open`): ``save``, ``insert`` and ``replay`` raise.
     lineage_index : LineageReader, optional
@@ -458,14 +461,12 @@ class AnalysisStore(ClosingContext):
         return build_lineage_graph(start, self._start_documents, self._derived_starts)
 
     def close(self) -> None:
-        """Release what :meth:`open` opened: the in-process server or the HTTP connections
-        (runs still open in the spool keep their files there, for replay)."""
+        """Release what :meth:`open` opened: the in-process server or the HTTP connections, and
+        the embedded store (runs still open in the spool keep their files there, for
+        replay)."""
         if self._store_pipeline is not None:  # a read-only store's is never built
             self._store_pipeline.close()
         self._lineage.close()
-        if self._embedded_directory is not None:
-            release_embedded_store(self._embedded_directory)
-            self._embedded_directory = None
         if self._context is not None:
             self._context.close()
             self._context = None
