@@ -8,8 +8,9 @@ Measured (wall time of a subprocess, median and range of ``--repeats`` interleav
   session imports;
 * ours: ``bas show UID`` (a ``fit_peak`` run, by its first 8 characters), ``bas search
   --analysis fit_peak`` and ``bas lineage UID`` (the ``compare_peaks`` run: 3 parents, 3 raw
-  grandparents) on the store ``bas demo`` makes, embedded; with ``--served``, also on a copy of
-  it served by ``bas serve`` on loopback (``--store http://... --root ...``).
+  grandparents) on the store ``bas demo`` makes, embedded (through its local server, which the
+  demo started and which stays up between commands, as at a beamline); with ``--served``, also
+  on a copy of it served by ``bas serve`` on loopback (``--store http://... --root ...``).
 
 Bytecode: the children run with ``PYTHONPYCACHEPREFIX`` in the scratch directory and without
 ``PYTHONDONTWRITEBYTECODE``, warmed by one run of every command first, so this measures the
@@ -37,6 +38,8 @@ import urllib.request
 from pathlib import Path
 
 from bench_store import scratch_directory
+
+from bluesky_analysis_store.store._local_server import stop
 
 IMPORTS = "import bluesky, ophyd.sim, tiled.client"
 
@@ -139,7 +142,8 @@ def main() -> None:
             if args.served:
                 served = base / "served"
                 shutil.copytree(store, served, symlinks=True)
-                (served / ".bas-open.lock").unlink(missing_ok=True)
+                for name in (".bas-open.lock", ".bas-server.json"):
+                    (served / name).unlink(missing_ok=True)
                 key = secrets.token_hex(16)
                 server, uri = _serve(served, {**env, "BAS_API_KEY": key}, base)
                 remote = ["--store", uri, "--root", str(served / "files")]
@@ -167,6 +171,7 @@ def main() -> None:
             if server is not None:
                 server.terminate()
                 server.wait(timeout=60)
+            stop(store)  # the embedded store's local server, which the first command started
 
         anchor = statistics.median(times[f"anchor: python -c '{IMPORTS}'"])
         print(

@@ -32,6 +32,8 @@ from pathlib import Path
 
 from bench_store import scratch_directory
 
+from bluesky_analysis_store.store._local_server import read_state, stop
+
 IMPORTS = "import bluesky, ophyd.sim, tiled.client"
 
 OPEN = """
@@ -81,8 +83,6 @@ def _timed(command: list[str], env: dict[str, str]) -> float:
 
 
 def _stop(directory: Path) -> None:
-    from bluesky_analysis_store.store._local_server import stop
-
     stop(directory)
 
 
@@ -98,7 +98,9 @@ def opening(scratch: Path, repeats: int) -> None:
     go = scratch / "go-open"
     go.touch()
     subprocess.run([python, "-c", SAVE, str(store), "0", "0", "1", str(go)], env=env, check=True)
-    for command in commands.values():  # warm the bytecode; starts the server
+    for name, command in commands.items():  # warm the bytecode
+        if name == "open in process":
+            _stop(store)  # else the server holds the store
         subprocess.run(command, env=env, check=True, capture_output=True)
     times: dict[str, list[float]] = {name: [] for name in commands}
     first: list[float] = []
@@ -107,6 +109,8 @@ def opening(scratch: Path, repeats: int) -> None:
         for name in names[repeat % 3 :] + names[: repeat % 3]:
             if name == "open in process":
                 _stop(store)
+            elif name == "open, local server running" and read_state(store) is None:
+                subprocess.run(commands[name], env=env, check=True)  # starts it, untimed
             times[name].append(_timed(commands[name], env))
         _stop(store)
         first.append(_timed(commands["open, local server running"], env))

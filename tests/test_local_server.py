@@ -269,3 +269,41 @@ def _wait_for(condition: Any, timeout: float = 60) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+#: What a command that reads a few runs must not import: tiled's server, the catalog, and
+#: bluesky-tiled-plugins (whose import pulls in its writer, dask, xarray and numba).
+NOT_FOR_READING = ["tiled.server", "tiled.catalog", "bluesky_tiled_plugins", "dask", "xarray"]
+
+READ_COMMANDS = """
+import json, sys
+from bluesky_analysis_store.cli import main
+for command in json.loads(sys.argv[1]):
+    assert main(command) == 0, command
+print(json.dumps(sorted(m for m in json.loads(sys.argv[2]) if m in sys.modules)))
+"""
+
+
+def test_read_commands_import_neither_tiled_server_nor_bluesky_tiled_plugins(local):
+    import numpy as np
+    from helpers import PARENT_UID, make_provenance
+
+    directory, env = local
+    with AnalysisStore.open(directory, local_server=True) as store:
+        uid = store.save([{"s": {"x": np.arange(3.0)}}], {}, provenance=make_provenance())
+    at = ["--store", str(directory)]
+    commands = [
+        ["show", uid[:8], *at],
+        ["lineage", uid, *at],
+        ["search", "--derived-from", PARENT_UID, *at],
+    ]
+    child = subprocess.run(
+        [sys.executable, "-c", READ_COMMANDS, json.dumps(commands), json.dumps(NOT_FOR_READING)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == 0, child.stderr
+    assert uid in child.stdout
+    assert json.loads(child.stdout.splitlines()[-1]) == []

@@ -14,11 +14,20 @@ from ..core._environment import API_KEY_ENV, DEFAULT_STORE, SPOOL_ENV, STORE_ENV
 from ..core._names import FSCK_GRACE
 
 
-def _open_store(args: argparse.Namespace, *, read_only: bool = False, raw: bool = True) -> Any:
+def _open_store(
+    args: argparse.Namespace, *, read_only: bool = False, raw: bool = True, light: bool = False
+) -> Any:
     """The store the command names; ``read_only``: create nothing (no store, no container, no
     file), so that the read-only key of ``bas serve`` works; ``raw``: open the raw catalog
-    (``--raw``) too, for the reading commands that use it."""
+    (``--raw``) too, for the reading commands that use it; ``light``: tiled's plain client
+    classes (see :mod:`..store._reading_clients`), for commands that read a few runs' metadata."""
     from ..store._store import AnalysisStore
+
+    structure_clients = None
+    if light:
+        from ..store._reading_clients import reading_clients
+
+        structure_clients = reading_clients()
 
     target = args.store or os.environ.get(STORE_ENV) or DEFAULT_STORE
     print(f"opening store {target} ...", file=sys.stderr, flush=True)
@@ -30,6 +39,7 @@ def _open_store(args: argparse.Namespace, *, read_only: bool = False, raw: bool 
         raw=args.raw if read_only and raw else None,
         spool=args.spool or os.environ.get(SPOOL_ENV) or None,
         read_only=read_only,
+        structure_clients=structure_clients,
     )
 
 
@@ -109,7 +119,7 @@ def _save(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    with _open_store(args, read_only=True, raw=False) as store:
+    with _open_store(args, read_only=True, raw=False, light=True) as store:
         run = store[args.uid]
         start = run.metadata["start"]
         stop = run.metadata.get("stop") or {}
@@ -142,7 +152,8 @@ def _stream_keys(run: Any, stop: Any) -> list[tuple[str, list[tuple[str, tuple[A
     counts = stop.get("num_events") or {}
     listed = []
     # a generator: sorted() would first ask the container for its length, a request of its own
-    streams = sorted(((name, node) for name, node in run.base.items()), key=lambda item: item[0])
+    base = getattr(run, "base", run)  # a BlueskyRun's container; tiled's plain one is itself
+    streams = sorted(((name, node) for name, node in base.items()), key=lambda item: item[0])
     for stream, node in streams:
         data_keys = node.metadata.get("data_keys")
         events = counts.get(stream)
@@ -168,8 +179,6 @@ def _stored_shapes(stream: Any) -> list[tuple[str, tuple[Any, ...]]]:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from bluesky_tiled_plugins.queries import TimeRange
-
     from ..store._queries import AnalysisName, AnalysisVersion, DerivedFrom, LineageHash, SampleUUID
 
     queries = [
@@ -178,9 +187,12 @@ def _search(args: argparse.Namespace) -> int:
         *([SampleUUID(args.sample)] if args.sample else []),
         *([AnalysisName(args.analysis)] if args.analysis else []),
         *([AnalysisVersion(args.version)] if args.version else []),
-        *([TimeRange(since=args.since, until=args.until)] if args.since or args.until else []),
     ]
-    with _open_store(args, read_only=True, raw=False) as store:
+    if args.since or args.until:  # bluesky-tiled-plugins takes seconds to import: only then
+        from bluesky_tiled_plugins.queries import TimeRange
+
+        queries.append(TimeRange(since=args.since, until=args.until))
+    with _open_store(args, read_only=True, raw=False, light=True) as store:
         for uid, run in store.search(*queries).items():
             start = run.metadata["start"]
             print(f"{uid}  {start.get('analysis_name')} {start.get('analysis_version')}")
@@ -188,7 +200,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _lineage(args: argparse.Namespace) -> int:
-    with _open_store(args, read_only=True) as store:
+    with _open_store(args, read_only=True, light=True) as store:
         graph = store.lineage(args.uid)
         print(graph.as_text())
         if args.output:

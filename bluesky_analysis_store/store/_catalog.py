@@ -152,10 +152,10 @@ def embedded_tree(directory: Path, *, read_only: bool = False) -> Any:
     )
 
 
-def in_process_client(tree: Any) -> tuple[Any, Any]:
+def in_process_client(tree: Any, structure_clients: Any = None) -> tuple[Any, Any]:
     """``(context, client)`` of the store's tiled app on ``tree`` (the same app as ``bas
     serve``'s, with its rules: see :func:`build_store_app`), served in process; close the
-    context."""
+    context. ``structure_clients``: tiled's (default ``"numpy"``)."""
     import logging
 
     from tiled.client import Context, from_context
@@ -170,7 +170,7 @@ def in_process_client(tree: Any) -> tuple[Any, Any]:
         # one request at a time: a DuckDB table storage shares one connection (see
         # OneRequestAtATime); in process, nothing gains from more
         context = Context.from_app(build_store_app(tree, one_request_at_a_time=True))
-    return context, from_context(context)
+    return context, from_context(context, structure_clients or "numpy")
 
 
 def _check_catalog(name: str, container: Any) -> Any:

@@ -175,9 +175,9 @@ class LocalConnection:
             self.lease.close()
 
 
-def connect(directory: Path) -> LocalConnection:
+def connect(directory: Path, structure_clients: Any = None) -> LocalConnection:
     """A tiled client of the local server of the embedded store in ``directory``, started if
-    none answers.
+    none answers (``structure_clients``: tiled's, default ``"numpy"``).
 
     Raises
     ------
@@ -191,7 +191,7 @@ def connect(directory: Path) -> LocalConnection:
         state = read_state(directory)
         if state is None or not answers(state):
             state = _start(directory)
-        client = from_uri(state.uri, api_key=state.key)
+        client = from_uri(state.uri, structure_clients or "numpy", api_key=state.key)
     except BaseException:
         lease.close()
         raise

@@ -29,6 +29,7 @@ def open_store(
     spool: str | Path | bool | None = None,
     read_only: bool = False,
     local_server: bool | None = None,
+    structure_clients: Any = None,
 ) -> AnalysisStore:
     """Open (or create) an analysis store.
 
@@ -65,19 +66,24 @@ def open_store(
         which then holds it alone (:class:`StoreInUseError` elsewhere) until it is closed.
         A read-only open of a directory this user cannot write, with no server running, is
         served in this process.
+    structure_clients : optional
+        tiled's ``structure_clients`` for the runs' clients (default: bluesky-tiled-plugins'
+        ``CatalogOfBlueskyRuns`` and ``BlueskyRun``). The ``bas`` commands that read a few
+        runs pass tiled's plain classes (:func:`._reading_clients.reading_clients`), which
+        import in a fraction of the time.
     """
     from ._store import AnalysisStore  # which opens with this module
 
     if isinstance(target, str | Path) and not str(target).startswith(("http://", "https://")):
         directory = Path(target).resolve()
         if use_local_server(local_server) and _may_start_a_server(directory, read_only):
-            opened = open_local(directory, root, raw, read_only)
+            opened = open_local(directory, root, raw, read_only, structure_clients)
             if spool is None or spool is True:
                 from ..insert._spool import SPOOL_DIRECTORY
 
                 spool = opened.root / SPOOL_DIRECTORY
         else:
-            opened = open_embedded(directory, root, raw, read_only)
+            opened = open_embedded(directory, root, raw, read_only, structure_clients)
             spool = spool if isinstance(spool, str | Path) else None  # default: none, in-process
     else:
         if root is None:
@@ -89,7 +95,7 @@ def open_store(
             from ..insert._spool import SPOOL_DIRECTORY
 
             spool = Path(root) / SPOOL_DIRECTORY
-        opened = open_served(target, api_key, root, raw, read_only)
+        opened = open_served(target, api_key, root, raw, read_only, structure_clients)
     return AnalysisStore(
         opened.runs,
         opened.root,
@@ -151,7 +157,11 @@ def _check_exists(directory: Path, read_only: bool) -> None:
 
 
 def open_local(
-    directory: Path, root: str | Path | None, raw: Any, read_only: bool
+    directory: Path,
+    root: str | Path | None,
+    raw: Any,
+    read_only: bool,
+    structure_clients: Any = None,
 ) -> OpenedCatalog:
     """The embedded store in ``directory`` through its local server (started if none runs; see
     :mod:`._local_server`)."""
@@ -161,7 +171,7 @@ def open_local(
     files = embedded_files_root(directory, root)  # the store serves nothing outside
     _check_exists(directory, read_only)
     directory.mkdir(parents=True, exist_ok=True)
-    connection = connect(directory)
+    connection = connect(directory, structure_clients)
     try:
         runs = runs_container(connection.client, create=not read_only)
         raw_runs = raw_container(connection.client, raw, read_only=read_only)
@@ -174,7 +184,11 @@ def open_local(
 
 
 def open_embedded(
-    directory: Path, root: str | Path | None, raw: Any, read_only: bool
+    directory: Path,
+    root: str | Path | None,
+    raw: Any,
+    read_only: bool,
+    structure_clients: Any = None,
 ) -> OpenedCatalog:
     """The embedded store in ``directory``: its SQLite catalog served in this process, the
     directory held by this process until the store is closed."""
@@ -186,7 +200,8 @@ def open_embedded(
     directory.mkdir(parents=True, exist_ok=True)
     hold_embedded_store(directory)
     try:
-        context, client = in_process_client(embedded_tree(directory, read_only=read_only))
+        tree = embedded_tree(directory, read_only=read_only)
+        context, client = in_process_client(tree, structure_clients)
     except BaseException:
         release_embedded_store(directory)
         raise
@@ -207,14 +222,19 @@ def open_embedded(
 
 
 def open_served(
-    target: str | Any, api_key: str | None, root: str | Path, raw: Any, read_only: bool
+    target: str | Any,
+    api_key: str | None,
+    root: str | Path,
+    raw: Any,
+    read_only: bool,
+    structure_clients: Any = None,
 ) -> OpenedCatalog:
     """The store on a tiled server (``target`` is its URI) or on a tiled client or container."""
     context = None
     if isinstance(target, str):
         from tiled.client import from_uri
 
-        client = from_uri(target, api_key=api_key)
+        client = from_uri(target, structure_clients or "numpy", api_key=api_key)
         context = client.context  # ours to close
     else:
         client = target
