@@ -304,7 +304,10 @@ class LiveAnalysis:
         self.source = source
         self.policy = policy if policy is not None else ProvenancePolicy()
         self.writers = writers
-        self._handlers = {**store.registry.handler_registry(), **(handler_registry or {})}
+        # the store's handlers are asked for at the first document, not now: a store still
+        # opening in the background (the beamline profile's) is then waited for by the scan
+        self._extra_handlers = dict(handler_registry or {})
+        self._router: Any = None
         # Code and environment do not change within a session: capture them once, and refuse
         # now (not at every scan) an analysis whose provenance the policy would refuse.
         self._code = capture_code(analysis, name=name, version=version)
@@ -316,10 +319,6 @@ class LiveAnalysis:
             )
         self.saved: dict[str, str] = {}
         self.failures: list[AnalysisFailure] = []
-        from event_model import RunRouter
-
-        # the router follows each document to its run and fills datum-backed values
-        self._router = RunRouter([self._factory], handler_registry=self._handlers)
         self._executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="bas-live") if worker else None
         )
@@ -350,6 +349,14 @@ class LiveAnalysis:
         return self.accept is None or bool(self.accept(start))
 
     def _receive(self, name: str, doc: Document) -> None:
+        if self._router is None:
+            with self._lock:
+                if self._router is None:
+                    from event_model import RunRouter
+
+                    handlers = {**self.store.registry.handler_registry(), **self._extra_handlers}
+                    # the router follows each document to its run and fills datum-backed values
+                    self._router = RunRouter([self._factory], handler_registry=handlers)
         self._router(name, cast("dict[str, Any]", doc))  # event-model types it as a dict
 
     def _factory(self, name: str, start: RunStart) -> tuple[list[Any], list[Any]]:

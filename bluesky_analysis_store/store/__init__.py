@@ -19,6 +19,7 @@ _EXPORTS = {
     "LineageHash": "._queries",
     "SampleUUID": "._queries",
     "AnalysisStore": "._store",
+    "BackgroundStore": "._background",
 }
 
 if not TYPE_CHECKING:  # mypy reads the names from the imports below (a star import too)
@@ -26,6 +27,7 @@ if not TYPE_CHECKING:  # mypy reads the names from the imports below (a star imp
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from ._background import BackgroundStore
     from ._fsck import FsckReport, check_store, repair
     from ._queries import (
         AnalysisName,
