@@ -289,7 +289,8 @@ def test_eight_threads_on_one_embedded_store(tmp_path: Path, capsys: Any) -> Non
 
 
 def test_a_second_process_is_refused_an_open_embedded_store(tmp_path: Path) -> None:
-    """DuckDB admits one process: the second gets a clear error at once, not in mid-save."""
+    """DuckDB admits one process: a store opened in process (``$BAS_LOCAL_SERVER=0``, as in
+    these tests) is refused to a second process with a clear error at once, not in mid-save."""
     directory = tmp_path / "embedded"
     command = [sys.executable, "-m", "bluesky_analysis_store.cli", "search", "--store"]
     with AnalysisStore.open(directory) as store:
@@ -303,7 +304,8 @@ def test_a_second_process_is_refused_an_open_embedded_store(tmp_path: Path) -> N
             f"bas search: error: the embedded store {directory.resolve()} is open in another "
             f"process (pid {os.getpid()}: "
         ), message
-        assert f"`bas serve {directory.resolve()}`" in message
+        assert "open it through its local server everywhere (the default)" in message
+        assert f"`bas stop-server --store {directory.resolve()}`" in message
     allowed = subprocess.run(
         [*command, str(directory)], capture_output=True, text=True, timeout=300
     )
