@@ -148,11 +148,13 @@ class Lease:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._descriptor: int | None = os.open(
-            directory / LEASE_FILE, os.O_RDWR | os.O_CREAT, 0o644
-        )
+        try:
+            descriptor = os.open(directory / LEASE_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:  # a store this user may only read: a lock needs no writing
+            descriptor = os.open(directory / LEASE_FILE, os.O_RDONLY)
+        self._descriptor: int | None = descriptor
         # waits while a server that decided to stop is stopping
-        fcntl.flock(self._descriptor, fcntl.LOCK_SH)
+        fcntl.flock(descriptor, fcntl.LOCK_SH)
 
     def close(self) -> None:
         if self._descriptor is not None:
