@@ -340,14 +340,20 @@ class AnalysisStore(ClosingContext):
 
         :func:`DerivedFrom` and :func:`LineageHash` are answered from the lineage index when
         there is one: it names the runs (at most a few hundred), which are then searched for by
-        key with the other queries. Without an index (or for a larger answer) they are tiled
-        searches over every run, as in tiled's own ``search``.
+        key with the other queries, sorted by start time. Without an index (or for a larger
+        answer) they are tiled searches over every run, as in tiled's own ``search``.
         """
-        return search(self.runs, *self._from_index(queries))
+        indexed = self._from_index(queries)
+        runs = self.runs
+        if indexed is not queries and getattr(runs, "sorting", None) == [("", 1)]:
+            # not tiled's default order (node id): for it SQLite, which has no statistics of
+            # the catalog, walks every run of the container in id order to find the few named
+            runs = runs.sort(("start.time", 1))
+        return search(runs, *indexed)
 
     def _from_index(self, queries: Sequence[Any]) -> Sequence[Any]:
         """``queries`` with those the index answers replaced by one ``KeysFilter`` of the runs
-        they name (all of them, or none: unchanged)."""
+        they name (all of them; or none: ``queries`` itself)."""
         keys: list[str] | None = None
         rest = []
         for query in queries:
