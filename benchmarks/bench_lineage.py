@@ -12,15 +12,22 @@ one raw uid (10 → 90 → 900) and a chain of depth 5. Then, through the public
 
 * ``store.derived_from(probe)`` (5 runs, complete ones), for random probes;
 * ``store.derived_from(root, recursive=True)``: the subtree of 1,000 runs;
-* ``store.lineage(end)``: the chain's end, 5 ancestors.
+* ``store.lineage(end)``: the chain's end, 5 ancestors;
+* ``store.with_lineage(hash)`` of a probe's run (1 run), the question every save asks first;
+* ``store.search(DerivedFrom(probe))`` with the 5 runs' metadata (what ``bas search
+  --derived-from`` prints): the index names the runs, one search fetches them by key;
+* ``store.save`` of a small new run (one scalar, a lineage of its own): the lookup of its
+  lineage (idempotence) and the insert, against the size of the catalog.
 
 SQLite: the embedded store (``AnalysisStore.open(directory)``), which reads its index in
 process. PostgreSQL (``--postgresql``: a throwaway cluster, as the tests start): the store's
 in-process app on a PostgreSQL catalog, asked through its one lineage route (one request a
 query, as a served store's clients ask), or with ``--direct`` read over a connection of the
 store's own (``PostgresReader``). ``--skip-sqlite`` runs PostgreSQL only.
-``--scan`` also times ``derived_from`` by tiled's ``Contains`` search (what it did before the
-index). Each query is timed ``--queries`` times, interleaved; median and p95 (p5–p95 spread).
+``--scan`` also times, as before the index, ``derived_from`` by tiled's ``Contains`` search,
+``with_lineage`` by tiled's ``Eq`` search, the save's lookup (``Eq`` on the lineage hash and the
+exit status, with the runs' metadata) and ``search(DerivedFrom(probe))`` by ``Contains``.
+Each query is timed ``--queries`` times, interleaved; median and p95 (p5–p95 spread).
 Everything lives in a temporary directory removed at the end.
 """
 
@@ -40,9 +47,17 @@ from typing import Any
 
 from bench_store import scratch_directory
 
-from bluesky_analysis_store import AnalysisStore
+from bluesky_analysis_store import (
+    AnalysisStore,
+    DerivedFrom,
+    ExitStatus,
+    LineageHash,
+    Provenance,
+    capture_provenance,
+)
 from bluesky_analysis_store.store._lineage_index import in_transaction
 from bluesky_analysis_store.store._queries import derived_from as scan_derived_from
+from bluesky_analysis_store.store._queries import finished, search
 
 PROBES = 20
 
@@ -63,6 +78,15 @@ def _start(uid: str, parents: list[str], name: str = "reduce") -> dict[str, Any]
         },
         "stop": {"exit_status": "success", "run_start": uid},
     }
+
+
+def bench_analysis(data: Any) -> Any:
+    """The analysis whose small runs the benchmark saves."""
+    return data
+
+
+bench_analysis.version = "1.0"  # type: ignore[attr-defined]
+bench_analysis.url = "https://example.org/bench-analysis"  # type: ignore[attr-defined]
 
 
 def synthetic_runs(size: int, seed: int = 0) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
@@ -94,7 +118,10 @@ def synthetic_runs(size: int, seed: int = 0) -> tuple[list[tuple[str, Any]], dic
         uid = _uid(rng)
         runs.append((uid, _start(uid, [chain[-1]], "chain")))
         chain.append(uid)
-    return runs, {"probes": probes, "root": root, "chain": chain}
+    hashes = [
+        md["start"]["lineage_hash"] for _, md in runs if md["start"]["parent_uids"][0] in probes
+    ]
+    return runs, {"probes": probes, "root": root, "chain": chain, "hashes": hashes}
 
 
 def populate(catalog_uri: str, container: int, runs: list[tuple[str, Any]]) -> float:
@@ -227,16 +254,35 @@ def bench(store: Any, catalog_uri: str, name: str, size: int, args: Any) -> dict
     chain_end = shape["chain"][-1]
     assert len(store.derived_from(shape["root"], recursive=True)) == 1000
     assert store.lineage(chain_end).ancestors() == shape["chain"][-2::-1]
+    assert len(store.with_lineage(shape["hashes"][0])) == 1
+    assert len(dict(store.search(DerivedFrom(shape["probes"][0])).items())) == 5
+    saves = iter(_provenances(shape["probes"], args.queries + 1))
     queries: dict[str, Callable[[], Any]] = {
         "derived_from (5 runs)": lambda: store.derived_from(rng.choice(shape["probes"])),
         "derived_from recursive (1,000 runs)": lambda: store.derived_from(
             shape["root"], recursive=True
         ),
         "lineage, depth-5 chain": lambda: store.lineage(chain_end),
+        "with_lineage (1 run)": lambda: store.with_lineage(rng.choice(shape["hashes"])),
+        "search(DerivedFrom), 5 runs' metadata": lambda: dict(
+            store.search(DerivedFrom(rng.choice(shape["probes"]))).items()
+        ),
+        "save, a small new run": lambda: _save(store, next(saves)),
     }
     if args.scan:
         queries["derived_from by scan (before)"] = lambda: scan_derived_from(
             store.runs, rng.choice(shape["probes"])
+        )
+        queries["with_lineage by scan (before)"] = lambda: finished(
+            store.runs, LineageHash(rng.choice(shape["hashes"]))
+        )
+        queries["save's lineage lookup by scan (before)"] = lambda: dict(
+            search(
+                store.runs, LineageHash(rng.choice(shape["hashes"])), ExitStatus("success")
+            ).items()
+        )
+        queries["search(DerivedFrom) by scan (before)"] = lambda: dict(
+            search(store.runs, DerivedFrom(rng.choice(shape["probes"]))).items()
         )
     for query in queries.values():  # warm
         query()
@@ -244,6 +290,19 @@ def bench(store: Any, catalog_uri: str, name: str, size: int, args: Any) -> dict
     for query, values in times.items():
         print(f"  {query:38s} {summary(values)}", flush=True)
     return {query: statistics.median(values) for query, values in times.items()}
+
+
+def _provenances(parents: list[str], count: int) -> list[Provenance]:
+    """Provenance of ``count`` runs of lineages of their own (captured before the timing)."""
+    return [
+        capture_provenance(bench_analysis, parameters={"i": i}, parents=[parents[i % len(parents)]])
+        for i in range(count)
+    ]
+
+
+def _save(store: Any, provenance: Provenance) -> str:
+    uid: str = store.save([{"primary": {"x": 1.0}}], {}, provenance=provenance)
+    return uid
 
 
 def main() -> None:

@@ -187,7 +187,8 @@ class FsckReport:
         Files in the quarantine (``ROOT/.bas-quarantine``; ``bas fsck --purge`` empties it).
     lineage_index : str
         What is wrong with the catalog's lineage index (:mod:`._lineage_index`): missing, its
-        triggers missing (a tiled migration drops them), or edges missing or stale. Empty when
+        triggers missing (a tiled migration drops them), or edges (or lineage hashes) missing
+        or stale. Empty when
         it is exact, or cannot be checked from here (a served store: ``bas serve`` checks it
         when it starts). A problem; repair rebuilds it.
     """
@@ -778,7 +779,10 @@ def _lineage_index_problem(store: AnalysisStore) -> str:
         return ""
     if not state.installed:
         return "not installed, or its triggers are missing (a tiled migration drops them)"
-    return f"{state.missing} edge(s) missing, {state.stale} stale"
+    problem = f"{state.missing} edge(s) missing, {state.stale} stale"
+    if state.missing_hashes or state.stale_hashes:
+        problem += f"; {state.missing_hashes} lineage hash(es) missing, {state.stale_hashes} stale"
+    return problem
 
 
 # ------------------------------------------------------------------------------ repair

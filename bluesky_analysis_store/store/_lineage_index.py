@@ -1,11 +1,12 @@
 """The lineage index: parent → child edges of the catalog's runs, kept by the database itself.
 
 A table ``bas_lineage_edges`` beside tiled's ``nodes`` in the catalog database holds one row per
-entry of a node's ``start.parent_uids``. Triggers on ``nodes`` (insert, update, delete; SQLite
-and PostgreSQL) keep it exact in the same transaction as the change, whoever writes: the
-embedded store, ``bas serve``, a replay, a foreign TiledWriter, a plain ``tiled serve`` on the
-same database. The lineage queries read it with ``WITH RECURSIVE``, so they cost what the
-answer costs, not what the catalog holds (decision record 0014).
+entry of a node's ``start.parent_uids``, and ``bas_lineage_hashes`` one row per node whose start
+has a ``lineage_hash``. Triggers on ``nodes`` (insert, update, delete; SQLite and PostgreSQL)
+keep both exact in the same transaction as the change, whoever writes: the embedded store,
+``bas serve``, a replay, a foreign TiledWriter, a plain ``tiled serve`` on the same database.
+The lineage queries read them with indexed lookups and ``WITH RECURSIVE``, so they cost what
+the answer costs, not what the catalog holds (decision record 0014).
 
 tiled's own SQLite migrations rebuild ``nodes`` (``batch_alter_table``), which drops every
 trigger on it: :func:`ensure` (run on each writable open) finds them missing and reinstalls
@@ -33,10 +34,15 @@ Execute = Callable[[str, Mapping[str, Any] | None], list[tuple[Any, ...]]]
 T = TypeVar("T")
 
 TABLE = "bas_lineage_edges"
-#: The triggers of this version of the index (a new version gets new names).
-SQLITE_TRIGGERS = ("bas_lineage_v1_ai", "bas_lineage_v1_au", "bas_lineage_v1_ad")
-PG_TRIGGER = "bas_lineage_v1_sync"
-PG_FUNCTION = "bas_lineage_v1_sync"
+HASHES = "bas_lineage_hashes"
+#: The triggers of this version of the index (a new version gets new names: the open-time
+#: check sees them missing and installs them, dropping the older ones, with a rebuild).
+SQLITE_TRIGGERS = ("bas_lineage_v2_ai", "bas_lineage_v2_au", "bas_lineage_v2_ad")
+PG_TRIGGER = "bas_lineage_v2_sync"
+PG_FUNCTION = "bas_lineage_v2_sync"
+#: Version 1 kept the edges only.
+_SQLITE_OLD_TRIGGERS = ("bas_lineage_v1_ai", "bas_lineage_v1_au", "bas_lineage_v1_ad")
+_PG_OLD = "bas_lineage_v1_sync"
 
 _COLUMNS = "child_id, container_id, child_uid, parent_uid"
 # No foreign key to nodes: tiled's SQLite migrations copy ``nodes`` into a new table, which
@@ -47,33 +53,59 @@ _TABLE_DDL = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
   child_uid TEXT NOT NULL,
   parent_uid TEXT NOT NULL,
   PRIMARY KEY (child_id, parent_uid))"""
+_HASH_COLUMNS = "child_id, container_id, child_uid, lineage_hash"
+_HASHES_DDL = f"""CREATE TABLE IF NOT EXISTS {HASHES} (
+  child_id INTEGER NOT NULL PRIMARY KEY,
+  container_id INTEGER,
+  child_uid TEXT NOT NULL,
+  lineage_hash TEXT NOT NULL)"""
 _INDEX_DDL = (
     f"CREATE INDEX IF NOT EXISTS ix_bas_lineage_parent ON {TABLE}"
     "(parent_uid, container_id, child_id)",
     f"CREATE INDEX IF NOT EXISTS ix_bas_lineage_child_uid ON {TABLE}(child_uid, container_id)",
+    f"CREATE INDEX IF NOT EXISTS ix_bas_lineage_hash ON {HASHES}"
+    "(lineage_hash, container_id, child_id)",
 )
 
 _SQLITE_EDGES_OF_NEW = f"""INSERT OR IGNORE INTO {TABLE}({_COLUMNS})
   SELECT NEW.id, NEW.parent, NEW.key, value FROM json_each(NEW.metadata, '$.start.parent_uids')
   WHERE type = 'text' AND json_type(NEW.metadata, '$.start.parent_uids') = 'array'"""
+_SQLITE_HASH_OF_NEW = f"""INSERT OR IGNORE INTO {HASHES}({_HASH_COLUMNS})
+  SELECT NEW.id, NEW.parent, NEW.key, json_extract(NEW.metadata, '$.start.lineage_hash')
+  WHERE json_type(NEW.metadata, '$.start.lineage_hash') = 'text'"""
+_SQLITE_DELETE_OLD = (
+    f"DELETE FROM {TABLE} WHERE child_id = OLD.id; DELETE FROM {HASHES} WHERE child_id = OLD.id"
+)
 _SQLITE_TRIGGERS_DDL = (
+    *(f"DROP TRIGGER IF EXISTS {name}" for name in _SQLITE_OLD_TRIGGERS),
     f"""CREATE TRIGGER IF NOT EXISTS {SQLITE_TRIGGERS[0]} AFTER INSERT ON nodes
-BEGIN {_SQLITE_EDGES_OF_NEW}; END""",
+BEGIN {_SQLITE_EDGES_OF_NEW}; {_SQLITE_HASH_OF_NEW}; END""",
     f"""CREATE TRIGGER IF NOT EXISTS {SQLITE_TRIGGERS[1]} AFTER UPDATE OF metadata, key, parent
-ON nodes BEGIN DELETE FROM {TABLE} WHERE child_id = OLD.id; {_SQLITE_EDGES_OF_NEW}; END""",
+ON nodes BEGIN {_SQLITE_DELETE_OLD}; {_SQLITE_EDGES_OF_NEW}; {_SQLITE_HASH_OF_NEW}; END""",
     f"""CREATE TRIGGER IF NOT EXISTS {SQLITE_TRIGGERS[2]} AFTER DELETE ON nodes
-BEGIN DELETE FROM {TABLE} WHERE child_id = OLD.id; END""",
+BEGIN {_SQLITE_DELETE_OLD}; END""",
 )
 _PG_TRIGGERS_DDL = (
+    f"DROP TRIGGER IF EXISTS {_PG_OLD} ON nodes",
+    f"DROP FUNCTION IF EXISTS {_PG_OLD}()",
     f"""CREATE OR REPLACE FUNCTION {PG_FUNCTION}() RETURNS trigger AS $$
 BEGIN
-  IF TG_OP <> 'INSERT' THEN DELETE FROM {TABLE} WHERE child_id = OLD.id; END IF;
+  IF TG_OP <> 'INSERT' THEN
+    DELETE FROM {TABLE} WHERE child_id = OLD.id;
+    DELETE FROM {HASHES} WHERE child_id = OLD.id;
+  END IF;
   IF TG_OP <> 'DELETE'
      AND jsonb_typeof(NEW.metadata->'start'->'parent_uids') = 'array' THEN
     INSERT INTO {TABLE}(child_id, container_id, child_uid, parent_uid)
     SELECT NEW.id, NEW.parent, NEW.key, p.value #>> '{{}}'
     FROM jsonb_array_elements(NEW.metadata->'start'->'parent_uids') AS p(value)
     WHERE jsonb_typeof(p.value) = 'string' ON CONFLICT DO NOTHING;
+  END IF;
+  IF TG_OP <> 'DELETE'
+     AND jsonb_typeof(NEW.metadata->'start'->'lineage_hash') = 'string' THEN
+    INSERT INTO {HASHES}(child_id, container_id, child_uid, lineage_hash)
+    VALUES (NEW.id, NEW.parent, NEW.key, NEW.metadata->'start'->>'lineage_hash')
+    ON CONFLICT DO NOTHING;
   END IF;
   RETURN NULL;
 END; $$ LANGUAGE plpgsql""",
@@ -93,10 +125,23 @@ FROM nodes n, jsonb_array_elements(CASE
   THEN n.metadata->'start'->'parent_uids' ELSE '[]'::jsonb END) AS p(value)
 WHERE jsonb_typeof(p.value) = 'string'""",
 }
+#: Every lineage hash the catalog's nodes carry: what the second table must hold.
+_EXPECTED_HASHES = {
+    "sqlite": """SELECT n.id, n.parent, n.key, json_extract(n.metadata, '$.start.lineage_hash')
+FROM nodes n WHERE json_type(n.metadata, '$.start.lineage_hash') = 'text'""",
+    "postgresql": """SELECT n.id, n.parent, n.key, n.metadata->'start'->>'lineage_hash'
+FROM nodes n WHERE jsonb_typeof(n.metadata->'start'->'lineage_hash') = 'string'""",
+}
 _BACKFILL = {
-    "sqlite": f"INSERT OR IGNORE INTO {TABLE}({_COLUMNS}) {_EXPECTED['sqlite']}",
-    "postgresql": f"INSERT INTO {TABLE}({_COLUMNS}) {_EXPECTED['postgresql']} "
-    "ON CONFLICT DO NOTHING",
+    "sqlite": (
+        f"INSERT OR IGNORE INTO {TABLE}({_COLUMNS}) {_EXPECTED['sqlite']}",
+        f"INSERT OR IGNORE INTO {HASHES}({_HASH_COLUMNS}) {_EXPECTED_HASHES['sqlite']}",
+    ),
+    "postgresql": (
+        f"INSERT INTO {TABLE}({_COLUMNS}) {_EXPECTED['postgresql']} ON CONFLICT DO NOTHING",
+        f"INSERT INTO {HASHES}({_HASH_COLUMNS}) {_EXPECTED_HASHES['postgresql']} "
+        "ON CONFLICT DO NOTHING",
+    ),
 }
 _STATUS = {
     "sqlite": "json_extract(n.metadata, '$.stop.exit_status')",
@@ -123,71 +168,78 @@ def dialect_of(catalog_uri: str) -> Dialect:
 
 
 def installed(execute: Execute, dialect: Dialect) -> bool:
-    """Are the table and this version's triggers in the database? (one small query)"""
+    """Are the tables and this version's triggers in the database? (one small query)"""
     if dialect == "sqlite":
-        names = {
-            name
-            for (name,) in execute(
-                "SELECT name FROM sqlite_master WHERE name IN "
-                f"('{TABLE}', '{SQLITE_TRIGGERS[0]}', '{SQLITE_TRIGGERS[1]}', "
-                f"'{SQLITE_TRIGGERS[2]}')",
-                None,
-            )
-        }
-        return len(names) == 1 + len(SQLITE_TRIGGERS)
+        wanted = (TABLE, HASHES, *SQLITE_TRIGGERS)
+        listed = ", ".join(f"'{name}'" for name in wanted)
+        names = execute(f"SELECT name FROM sqlite_master WHERE name IN ({listed})", None)
+        return len({name for (name,) in names}) == len(wanted)
     rows = execute(
         f"SELECT (SELECT count(*) FROM pg_trigger WHERE tgname = '{PG_TRIGGER}' "
         "AND tgrelid = to_regclass('nodes')), "
-        f"to_regclass('{TABLE}') IS NOT NULL",
+        f"to_regclass('{TABLE}') IS NOT NULL AND to_regclass('{HASHES}') IS NOT NULL",
         None,
     )
     return bool(rows and rows[0][0] == 1 and rows[0][1])
 
 
 def install(execute: Execute, dialect: Dialect) -> None:
-    """Create the table, its indexes and triggers, and add the edges missing (idempotent)."""
+    """Create the tables, their indexes and triggers (replacing an older version's), and add
+    the rows missing (idempotent)."""
     execute(_TABLE_DDL, None)
+    execute(_HASHES_DDL, None)
     for statement in _INDEX_DDL:
         execute(statement, None)
     for statement in _SQLITE_TRIGGERS_DDL if dialect == "sqlite" else _PG_TRIGGERS_DDL:
         execute(statement, None)
-    execute(_BACKFILL[dialect], None)
+    for statement in _BACKFILL[dialect]:
+        execute(statement, None)
 
 
 @dataclass(frozen=True)
 class IndexState:
-    """What :func:`check` found: is the index installed (table and triggers), and how many
-    edges are missing from it or stale in it."""
+    """What :func:`check` found: is the index installed (tables and triggers), and how many
+    edges (and lineage hashes) are missing from it or stale in it."""
 
     installed: bool
     missing: int = 0
     stale: int = 0
+    missing_hashes: int = 0
+    stale_hashes: int = 0
 
     @property
     def ok(self) -> bool:
-        return self.installed and not self.missing and not self.stale
+        counts = (self.missing, self.stale, self.missing_hashes, self.stale_hashes)
+        return self.installed and not any(counts)
 
 
 def _check(execute: Execute, dialect: Dialect) -> IndexState:
     if not installed(execute, dialect):
-        table = execute(
-            "SELECT name FROM sqlite_master WHERE name = :t"
+        tables = execute(
+            "SELECT name FROM sqlite_master WHERE name IN (:t, :h)"
             if dialect == "sqlite"
-            else "SELECT relname FROM pg_class WHERE relname = :t",
-            {"t": TABLE},
+            else "SELECT relname FROM pg_class WHERE relname IN (:t, :h)",
+            {"t": TABLE, "h": HASHES},
         )
-        if not table:
+        if len(tables) < 2:
             return IndexState(installed=False)
-    have = f"SELECT {_COLUMNS} FROM {TABLE}"
     count = "SELECT count(*) FROM ({} EXCEPT {}) AS d"
-    missing = execute(count.format(_EXPECTED[dialect], have), None)[0][0]
-    stale = execute(count.format(have, _EXPECTED[dialect]), None)[0][0]
-    return IndexState(installed(execute, dialect), int(missing), int(stale))
+
+    def differences(expected: str, have: str) -> tuple[int, int]:
+        missing = execute(count.format(expected, have), None)[0][0]
+        stale = execute(count.format(have, expected), None)[0][0]
+        return int(missing), int(stale)
+
+    edges = differences(_EXPECTED[dialect], f"SELECT {_COLUMNS} FROM {TABLE}")
+    hashes = differences(_EXPECTED_HASHES[dialect], f"SELECT {_HASH_COLUMNS} FROM {HASHES}")
+    return IndexState(installed(execute, dialect), *edges, *hashes)
 
 
 def _rebuild(execute: Execute, dialect: Dialect) -> None:
     execute(_TABLE_DDL, None)
+    execute(_HASHES_DDL, None)
     execute(f"DELETE FROM {TABLE}", None)
+    execute(f"DELETE FROM {HASHES}", None)
     install(execute, dialect)
 
 
@@ -366,6 +418,34 @@ WHERE e.container_id = :cid AND {where} AND {_STATUS[dialect]} = 'success'"""
     return {parent for (parent,) in execute(sql, params)}
 
 
+def runs_of_lineage(
+    execute: Execute,
+    dialect: Dialect,
+    container: int,
+    lineage_hash: str,
+    *,
+    include_incomplete: bool,
+) -> list[tuple[str, str | None]]:
+    """``(uid, content_hash)`` of the runs of ``container`` with this lineage hash, in
+    insertion order; only the complete ones unless ``include_incomplete``."""
+    status = "" if include_incomplete else f" AND {_STATUS[dialect]} = 'success'"
+    sql = f"""SELECT h.child_uid, {_START_FIELD[dialect].format("content_hash")}
+FROM {HASHES} h JOIN nodes n ON n.id = h.child_id
+WHERE h.lineage_hash = :hash AND h.container_id = :cid{status} ORDER BY h.child_id"""
+    return [
+        (uid, content) for uid, content in execute(sql, {"hash": lineage_hash, "cid": container})
+    ]
+
+
+#: The questions :func:`answer` answers, each with the string argument it needs.
+QUESTIONS = {
+    "descendants": "uid",
+    "lineage": "uid",
+    "analysed": "name",
+    "with_lineage": "lineage_hash",
+}
+
+
 def answer(
     execute: Execute, dialect: Dialect, container: int, ask: str, args: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -377,11 +457,12 @@ def answer(
     AnalysisInputError
         An unknown question, or one without the arguments it needs (``uid``; ``name``).
     """
-    needed = {"descendants": "uid", "lineage": "uid", "analysed": "name"}.get(ask)
+    needed = QUESTIONS.get(ask)
     if needed is None or not isinstance(args.get(needed), str):
         raise AnalysisInputError(
             f"lineage question {ask!r} with args {sorted(args)}: ask 'descendants' or "
-            "'lineage' with a string 'uid', or 'analysed' with a string 'name'"
+            "'lineage' with a string 'uid', 'analysed' with a string 'name', or "
+            "'with_lineage' with a string 'lineage_hash'"
         )
     if ask == "descendants":
         edges = descendant_edges(
@@ -406,4 +487,13 @@ def answer(
         version = None if args.get("version") is None else str(args["version"])
         parents = analysed_parents(execute, dialect, container, str(args["name"]), version)
         return {"parents": sorted(parents)}
+    if ask == "with_lineage":
+        same = runs_of_lineage(
+            execute,
+            dialect,
+            container,
+            str(args["lineage_hash"]),
+            include_incomplete=bool(args.get("include_incomplete")),
+        )
+        return {"runs": same}
     raise AnalysisInputError(f"unknown lineage question {ask!r}")  # not reached: checked above

@@ -23,9 +23,8 @@ from tiled.server.authentication import (
 from tiled.server.dependencies import get_entry, get_root_tree
 from tiled.structures.core import StructureFamily
 
+from ._lineage_index import QUESTIONS
 from ._lineage_reader import ROUTE
-
-QUESTIONS = ("descendants", "lineage", "analysed")
 
 
 def lineage_router() -> APIRouter:
@@ -54,7 +53,7 @@ def lineage_router() -> APIRouter:
         except ValueError:
             arguments = None
         if ask not in QUESTIONS or not isinstance(arguments, dict):
-            raise HTTPException(400, f"ask one of {QUESTIONS}, with args a JSON object")
+            raise HTTPException(400, f"ask one of {tuple(QUESTIONS)}, with args a JSON object")
         entry = await get_entry(
             path,
             ["read:metadata"],

@@ -3,6 +3,12 @@ and the searches :class:`AnalysisStore` answers with them.
 
 On a ``CatalogOfBlueskyRuns`` container keys are relative to the start document, so these read
 the top-level provenance copies that every analysis run carries.
+
+Given to :meth:`AnalysisStore.search` (``bas search``), :func:`DerivedFrom` and
+:func:`LineageHash` are answered from the catalog's lineage index when it can be asked
+(:func:`indexed_question`): the index names the runs, and the search asks for those runs by key
+(tiled's ``KeysFilter``) with the other queries. Given to tiled's own ``search`` they are the
+plain tiled queries they are built from, a scan of the catalog.
 """
 
 from __future__ import annotations
@@ -10,9 +16,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+#: At most this many runs named by the index go into one search (as keys in the request's URL,
+#: about 9 KB for 200); a larger answer is searched by scan instead.
+KEYS_PER_SEARCH = 200
+
 
 def DerivedFrom(uid: str) -> Any:  # noqa: N802 - a query constructor, like tiled's Key/Eq
-    """Runs whose ``parent_uids`` include ``uid``."""
+    """Runs whose ``parent_uids`` include ``uid`` (a whole uid)."""
     from tiled.queries import Contains
 
     return Contains("start.parent_uids", uid)
@@ -67,6 +77,29 @@ def search(runs: Any, *queries: Any) -> Any:
     for query in queries:
         runs = runs.search(query)
     return runs
+
+
+def indexed_question(query: Any) -> tuple[str, dict[str, Any]] | None:
+    """The lineage index question (:func:`._lineage_index.answer`) that names the runs a
+    :func:`DerivedFrom` or :func:`LineageHash` query matches, whatever their state; None for
+    any other query."""
+    from tiled.queries import Contains, Eq
+
+    value = getattr(query, "value", None)
+    if not isinstance(value, str):
+        return None
+    if type(query) is Contains and query.key == "start.parent_uids":
+        return "descendants", {"uid": value, "include_incomplete": True}
+    if type(query) is Eq and query.key == "start.lineage_hash":
+        return "with_lineage", {"lineage_hash": value, "include_incomplete": True}
+    return None
+
+
+def keys_of(ask: str, answer: dict[str, Any]) -> list[str]:
+    """The run uids in an answer to :func:`indexed_question`'s question."""
+    if ask == "descendants":
+        return list(dict.fromkeys(child for _, child in answer["edges"]))
+    return [uid for uid, _ in answer["runs"]]
 
 
 def finished(runs: Any, *queries: Any, include_incomplete: bool = False) -> list[str]:

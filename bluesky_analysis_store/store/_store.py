@@ -20,6 +20,7 @@ from ._lineage_graph import LineageGraph, build_lineage_graph, lineage_graph_fro
 from ._locks import create_lock_file, lineage_lock
 from ._open import open_store
 from ._queries import (
+    KEYS_PER_SEARCH,
     AnalysisName,
     AnalysisVersion,
     DerivedFrom,
@@ -29,6 +30,8 @@ from ._queries import (
     breadth_first,
     derived_from,
     finished,
+    indexed_question,
+    keys_of,
     search,
 )
 
@@ -242,9 +245,15 @@ class AnalysisStore(ClosingContext):
     def _already_saved(self, prepared: PreparedRun) -> str | None:
         """The uid of a complete run holding exactly what ``prepared`` would save, or None;
         :class:`RunConflictError` if complete runs of its lineage hold something else."""
-        # one request: the complete runs of the lineage with their start documents (few)
-        saved = self.search(LineageHash(prepared.lineage_hash), ExitStatus("success")).items()
-        contents = {uid: run.metadata["start"].get("content_hash") for uid, run in saved}
+        # from the index: one indexed lookup (no request, embedded) with the content hashes
+        answer = self._lineage.ask("with_lineage", lineage_hash=prepared.lineage_hash)
+        if answer is not None:
+            contents = {uid: content for uid, content in answer["runs"]}
+        else:  # one request: the complete runs of the lineage with their start documents
+            saved = search(self.runs, LineageHash(prepared.lineage_hash), ExitStatus("success"))
+            contents = {
+                uid: run.metadata["start"].get("content_hash") for uid, run in saved.items()
+            }
         same = [uid for uid, content in contents.items() if content == prepared.content_hash]
         if same:
             logger.info(
@@ -330,8 +339,45 @@ class AnalysisStore(ClosingContext):
         return iter(self.runs)
 
     def search(self, *queries: Any) -> Any:
-        """Runs matching every query (tiled queries, bluesky queries, or ours)."""
-        return search(self.runs, *queries)
+        """Runs matching every query (tiled queries, bluesky queries, or ours).
+
+        :func:`DerivedFrom` and :func:`LineageHash` are answered from the lineage index when
+        there is one: it names the runs (at most a few hundred), which are then searched for by
+        key with the other queries, sorted by start time. Without an index (or for a larger
+        answer) they are tiled searches over every run, as in tiled's own ``search``.
+        """
+        indexed = self._from_index(queries)
+        runs = self.runs
+        if indexed is not queries and getattr(runs, "sorting", None) == [("", 1)]:
+            # not tiled's default order (node id): for it SQLite, which has no statistics of
+            # the catalog, walks every run of the container in id order to find the few named
+            runs = runs.sort(("start.time", 1))
+        return search(runs, *indexed)
+
+    def _from_index(self, queries: Sequence[Any]) -> Sequence[Any]:
+        """``queries`` with those the index answers replaced by one ``KeysFilter`` of the runs
+        they name (all of them; or none: ``queries`` itself)."""
+        keys: list[str] | None = None
+        rest = []
+        for query in queries:
+            question = indexed_question(query)
+            if question is None:
+                rest.append(query)
+                continue
+            ask, args = question
+            answer = self._lineage.ask(ask, **args)
+            if answer is None:  # no index: every query as it is (a scan)
+                return queries
+            found = keys_of(ask, answer)
+            if keys is not None:  # several: the runs every one names
+                named = set(found)
+                found = [key for key in keys if key in named]
+            keys = found
+        if keys is None or len(keys) > KEYS_PER_SEARCH:
+            return queries
+        from tiled.queries import KeysFilter
+
+        return [KeysFilter(keys), *rest]
 
     def derived_from(
         self, uid: str, *, recursive: bool = False, include_incomplete: bool = False
@@ -353,7 +399,17 @@ class AnalysisStore(ClosingContext):
         )
 
     def with_lineage(self, lineage_hash: str, *, include_incomplete: bool = False) -> list[str]:
-        """Uids of the (complete) runs with this lineage hash (already computed?)."""
+        """Uids of the (complete) runs with this lineage hash (already computed?).
+
+        Only runs whose stop document says ``exit_status == "success"`` are listed, unless
+        ``include_incomplete``. Answered from the lineage index when there is one (in insertion
+        order), else by a search over every run (in the catalog's order).
+        """
+        answer = self._lineage.ask(
+            "with_lineage", lineage_hash=lineage_hash, include_incomplete=include_incomplete
+        )
+        if answer is not None:
+            return [uid for uid, _ in answer["runs"]]
         return finished(self.runs, LineageHash(lineage_hash), include_incomplete=include_incomplete)
 
     def of_sample(self, sample_uuid: str, *, include_incomplete: bool = False) -> list[str]:
