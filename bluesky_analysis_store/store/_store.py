@@ -146,11 +146,14 @@ class AnalysisStore(ClosingContext):
 
     def _pipeline(self, spool: Path | None) -> StorePipeline:
         """A fresh document pipeline into ``runs``: per run, provenance required, the spool
-        (if any), idempotence, the document gate and a TiledWriter."""
+        (if any), idempotence, the document gate and a TiledWriter (which closes no streams
+        on a server that keeps none: :mod:`._streams_route`)."""
         from ..insert._insert import StorePipeline
         from ..insert._sink import SinkFactory
+        from ._streams_route import server_streams
 
-        make_sink = SinkFactory(self.runs, self.registry)
+        runs = self.runs
+        make_sink = SinkFactory(runs, self.registry, close_streams=lambda: server_streams(runs))
         return StorePipeline(self.runs, make_sink, spool=spool)
 
     open = staticmethod(open_store)
