@@ -209,3 +209,61 @@ def test_a_server_without_the_route_gets_streams_closed(tmp_path: Path) -> None:
         with record_history() as history:
             store.save(_small_run(), {}, provenance=make_provenance())
         assert _closes(history) == 4
+
+
+# ---------------------------------------------------------------- a run's scalar table
+
+
+def _scalars(count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "primary": {
+                "total": 0.5 * i,
+                "count": i,
+                "ok": i % 2 == 0,
+                "spectrum": np.full(4, i, dtype=np.float32),
+            }
+        }
+        for i in range(count)
+    ]
+
+
+def test_a_runs_scalar_table_is_read_in_one_request(tmp_path: Path) -> None:
+    """Every scalar column of a stream, exact dtypes, in one request (``run[stream].read()``
+    takes five, a column alone two more each); arrays stay out of it."""
+    data = _scalars(10)
+    with AnalysisStore.open(tmp_path / "store") as store:
+        uid = store.save(data, {}, provenance=make_provenance())
+        with record_history() as history:
+            table = store.scalar_table(uid)
+        assert len(history.requests) == 1
+        assert list(table.columns) == ["seq_num", "time", "total", "count", "ok"]
+        assert [str(t) for t in table.dtypes[2:]] == ["float64", "int64", "bool"]
+        for key in ("total", "count", "ok"):
+            assert table[key].tolist() == [d["primary"][key] for d in data]
+        assert table["seq_num"].tolist() == list(range(1, 11))
+
+        with record_history() as history:
+            dataset = store[uid]["primary"].read()
+        assert len(history.requests) > 1  # what the one request replaces
+        for key in ("total", "count", "ok"):
+            np.testing.assert_array_equal(dataset[key].values, table[key].to_numpy())
+
+        stamped = store.scalar_table(uid[:8], "primary", timestamps=True)  # a partial uid
+        assert {"ts_total", "ts_count", "ts_ok"} <= set(stamped.columns)
+        with pytest.raises(KeyError, match="no stream 'nope'"):
+            store.scalar_table(uid, "nope")
+
+
+def test_a_scalar_table_split_in_parts_is_read_whole(tmp_path: Path) -> None:
+    """More than 1,024 columns: TiledWriter writes ``internal_0``, ``internal_1``, ...; they
+    are read through tiled's client and put side by side."""
+    keys = [f"k{i}" for i in range(1100)]
+    data = [{"wide": {key: float(i + n) for n, key in enumerate(keys)}} for i in range(2)]
+    with AnalysisStore.open(tmp_path / "store") as store:
+        uid = store.save(data, {}, provenance=make_provenance())
+        assert "internal" not in store[uid]["wide"].base
+        table = store.scalar_table(uid, "wide")
+    assert sorted(c for c in table.columns if c.startswith("k")) == sorted(keys)
+    assert list(table.columns[:2]) == ["seq_num", "time"]
+    assert table["k1099"].tolist() == [1099.0, 1100.0]

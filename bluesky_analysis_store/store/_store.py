@@ -312,6 +312,22 @@ class AnalysisStore(ClosingContext):
         """A run by full or partial uid (or ``-1`` for the latest)."""
         return self.runs[key]
 
+    def scalar_table(self, uid: str, stream: str = "primary", *, timestamps: bool = False) -> Any:
+        """Stream ``stream`` of run ``uid`` as a ``pandas.DataFrame`` of its scalar data keys,
+        one row per event, with ``seq_num`` and ``time`` (and ``ts_KEY`` timestamps if
+        ``timestamps``), read in one request (:mod:`._tables`).
+
+        ``store[uid][stream].read()`` (an ``xarray.Dataset`` with the arrays too) takes five
+        requests for the same columns, and ``store[uid][stream][key].read()`` two more per key.
+        A partial uid costs one lookup first. Raises ``KeyError`` if the run or the stream does
+        not exist.
+        """
+        from ._tables import scalar_table
+
+        if len(uid) != 36:  # a partial uid (or -1): the run's full uid first
+            uid = str(self.runs[uid].metadata["start"]["uid"])
+        return scalar_table(self.runs, uid, stream, timestamps=timestamps)
+
     def __contains__(self, uid: object) -> bool:
         if isinstance(uid, str) and len(uid) == 36:  # a full uid: one exact lookup
             return stored_run(self.runs, uid) is not None
