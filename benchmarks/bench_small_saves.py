@@ -19,6 +19,7 @@ Everything lives in a temporary directory (under ``$TMPDIR``) removed at the end
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import secrets
 import socket
@@ -207,47 +208,39 @@ def bench_saves(runs: int, repeats: int, tmp: Path, http: bool) -> dict[str, Any
             def our_store(repeat: int) -> AnalysisStore:
                 return AnalysisStore(tree.new_container("ours"), tree.new_root(f"ours-{repeat}"))
 
-        requests: dict[str, int] = {}
-
-        def anchor(repeat: int) -> float:
+        requests = {"anchor": 0, "save": 0}
+        times: dict[str, list[float]] = {"anchor": [], "save": []}
+        for repeat in range(repeats):
             container = anchor_container()
             composed = [  # what store.save composes, beforehand: files written
                 list(compose_analysis_run(d, {}, root=anchor_root, provenance=p, event_pages=True))
                 for d, p in zip(data, provenances(repeat, "anchor"), strict=True)
             ]
-
-            def write_all() -> None:
-                writer = TiledWriter(container)  # bare, default options, fed every run
-                for documents in composed:
-                    replay(writer, documents)
-
-            with record_history() as history:
-                seconds = measured(write_all)[0].wall
-            requests["anchor"] = len(history.requests)
-            return seconds
-
-        def save(repeat: int) -> float:
+            writer = TiledWriter(container)  # bare, default options, fed every run
             store = our_store(repeat)
             before = len(store)
             ours = provenances(repeat, "ours")
-
-            def save_all() -> None:
-                for d, p in zip(data, ours, strict=True):
-                    store.save(d, {}, provenance=p)
-
-            with record_history() as history:
-                seconds = measured(save_all)[0].wall
-            requests["save"] = len(history.requests)
-            assert len(store) == before + runs
+            actions: dict[str, Callable[[int], Any]] = {
+                "anchor": lambda i, w=writer, c=composed: replay(w, c[i]),
+                "save": lambda i, s=store, p=ours: s.save(data[i], {}, provenance=p[i]),
+            }
+            # run by run, in turn (the order swapped every run): a machine whose load drifts
+            # weighs on both alike
+            spent = {"anchor": 0.0, "save": 0.0}
+            order = list(actions)
+            gc.collect()
+            for i in range(runs):
+                for name in order[i % 2 :] + order[: i % 2]:
+                    with record_history() as history:
+                        started = time.perf_counter()
+                        actions[name](i)
+                        spent[name] += time.perf_counter() - started
+                    requests[name] += len(history.requests)
+            # every save wrote a run (over HTTP the anchor's go into the same container)
+            assert len(store) == before + runs * (2 if http else 1)
             store.close()
-            return seconds
-
-        actions = {"anchor": anchor, "save": save}
-        times: dict[str, list[float]] = {name: [] for name in actions}
-        order = list(actions)
-        for repeat in range(repeats):
-            for name in order[repeat % 2 :] + order[: repeat % 2]:
-                times[name].append(actions[name](repeat))
+            for name, seconds in spent.items():
+                times[name].append(seconds)
     finally:
         if served is not None:
             served.close()
@@ -258,7 +251,7 @@ def bench_saves(runs: int, repeats: int, tmp: Path, http: bool) -> dict[str, Any
     return {
         "seconds": {n: statistics.median(t) for n, t in times.items()},
         "ratios": ratios,
-        "requests": {n: r / runs for n, r in requests.items()},
+        "requests": {n: r / runs / repeats for n, r in requests.items()},
     }
 
 
