@@ -1,6 +1,7 @@
 """Small saves (issue 13, part 4): file sizes, capture_provenance, runs per second.
 
     .venv/bin/python benchmarks/bench_small_saves.py [--runs 200] [--repeats 3] [--skip-saves]
+        [--only-saves] [--stores embedded,http]
 
 1. File sizes. ``compose_analysis_run`` of 10 events of a 32-value float32 array with
    ``BAS_HDF5``, the same as a 32-row one-column table with ``BAS_TABLE_HDF5``, and 20,000
@@ -9,9 +10,13 @@
    function defined in this script (module ``__main__``, like a notebook's). ``--calls`` calls
    of each per repeat, interleaved in rotating order; the median of each repeat's ratio.
 3. Saves. ``store.save`` of ``--runs`` small runs (10 events: the array and a scalar), against
-   the anchor: a bare bluesky-tiled-plugins ``TiledWriter`` replaying the same runs' documents,
-   composed beforehand (files already written), one writer per run. Embedded store (an
-   in-process tiled app on SQLite), a fresh container per repeat, interleaved; runs/s.
+   the anchor: a bare bluesky-tiled-plugins ``TiledWriter`` (default options, one writer fed
+   every run) replaying the same kind of runs' documents, composed beforehand (files already
+   written). ``--stores embedded,http``: an embedded store (an in-process tiled app on SQLite,
+   a fresh container per repeat), and a real ``bas serve`` subprocess on 127.0.0.1 (the store
+   opened as a user opens it, with its spool; both write into its analysis container). Anchor
+   and ours take turns run by run; runs/s per repeat, ratio ours / anchor; requests per run
+   counted with tiled's ``record_history``.
 
 Everything lives in a temporary directory (under ``$TMPDIR``) removed at the end.
 """
