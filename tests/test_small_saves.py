@@ -230,7 +230,7 @@ def _scalars(count: int) -> list[dict[str, Any]]:
 
 def test_a_runs_scalar_table_is_read_in_one_request(tmp_path: Path) -> None:
     """Every scalar column of a stream, exact dtypes, in one request (``run[stream].read()``
-    takes five, a column alone two more each); arrays stay out of it."""
+    takes more, a column alone more each); arrays stay out of it."""
     data = _scalars(10)
     with AnalysisStore.open(tmp_path / "store") as store:
         uid = store.save(data, {}, provenance=make_provenance())

@@ -317,8 +317,8 @@ class AnalysisStore(ClosingContext):
         one row per event, with ``seq_num`` and ``time`` (and ``ts_KEY`` timestamps if
         ``timestamps``), read in one request (:mod:`._tables`).
 
-        ``store[uid][stream].read()`` (an ``xarray.Dataset`` with the arrays too) takes five
-        requests for the same columns, and ``store[uid][stream][key].read()`` two more per key.
+        ``store[uid][stream].read()`` (an ``xarray.Dataset`` with the arrays too) takes six
+        requests for a stream of scalars, and ``store[uid][stream][key].read()`` six per key.
         A partial uid costs one lookup first. Raises ``KeyError`` if the run or the stream does
         not exist.
         """

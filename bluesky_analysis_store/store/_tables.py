@@ -2,9 +2,11 @@
 
 TiledWriter writes a stream's scalar data keys as one table node, ``RUN/STREAM/internal``
 (``seq_num``, ``time``, one column per key and ``ts_KEY`` timestamps); arrays and external
-files are nodes of their own. tiled's client reads that table in four requests (the stream's
-listing twice, the table's metadata, its partition), and a column alone in two more per column
-(``run[stream][key].read()``). :func:`scalar_table` asks tiled's ``/table/full`` route for the
+files are nodes of their own. Through tiled's client, ``store[uid][stream].read()`` takes six
+requests for a stream of scalars (the run, the stream, the stream's listing twice, the table's
+metadata, its partition; nine with an external array), and ``store[uid][stream][key].read()``
+six per key (four with the stream node kept: the listing twice, the column's metadata, its
+data). :func:`scalar_table` asks tiled's ``/table/full`` route for the
 whole table, as Arrow, in one request. A stream without that node (only arrays, or a table
 TiledWriter split in parts for having more than 1,024 columns) is read through the client.
 """
