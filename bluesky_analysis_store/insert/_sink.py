@@ -185,13 +185,16 @@ def _tiled_writer_without_streams() -> type:
         def _factory(self, name: str, doc: Any) -> tuple[list[Any], list[Any]]:
             if self.backup_directory or self.backup_dictionary is not None:
                 return super()._factory(name, doc)
-            writer = callback = RunWriterWithoutStreams(
-                self.client,
-                batch_size=self._batch_size,
-                max_array_size=self._max_array_size,
-                validate=self._validate,
-                ignore_errors=self.ignore_errors,
-            )
+            try:
+                writer = callback = RunWriterWithoutStreams(
+                    self.client,
+                    batch_size=self._batch_size,
+                    max_array_size=self._max_array_size,
+                    validate=self._validate,
+                    ignore_errors=self.ignore_errors,
+                )
+            except (AttributeError, TypeError):  # TiledWriter's insides changed: its own way
+                return super()._factory(name, doc)
             if self._normalizer:
                 callback = self._normalizer(
                     patches=self.patches, spec_to_mimetype=self.spec_to_mimetype
