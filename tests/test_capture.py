@@ -32,7 +32,12 @@ from bluesky_analysis_store import (
     describe_input_file,
     describe_parent,
 )
-from bluesky_analysis_store.provenance._capture import _distribution, git_state, sha256_file
+from bluesky_analysis_store.provenance._capture import (
+    KEY_PACKAGES,
+    _distribution,
+    git_state,
+    sha256_file,
+)
 
 MiB = 1 << 20
 
@@ -338,6 +343,33 @@ def test_capture_environment():
     assert environment.user
     for package in ("bluesky-analysis-store", "event-model"):
         assert environment.packages[package] == importlib.metadata.version(package)
+
+
+def _versions_read_now() -> dict[str, str]:
+    versions = {}
+    for package in KEY_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def test_cached_package_versions_follow_an_upgrade_while_the_process_runs(tmp_path, monkeypatch):
+    """The key packages' versions are read once per state of ``sys.path``: the same answers as
+    reading them now, and a version installed mid-process (an upgrade shadowing the installed
+    one) is seen by the next capture."""
+    for _ in range(2):  # the second answers from the cache
+        assert capture_environment().packages == _versions_read_now()
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    assert capture_environment().packages == _versions_read_now()  # sys.path changed
+    info = site / "h5py-99.0.dist-info"  # installed as an installer does
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: h5py\nVersion: 99.0\n")
+    assert capture_environment().packages["h5py"] == "99.0"
+    assert capture_environment().packages == _versions_read_now()
 
 
 # --- input files ------------------------------------------------------------------------------

@@ -31,6 +31,37 @@ def test_keys_are_required_and_checked(server):
     assert _get(server, READ_KEY) == 200
 
 
+def test_a_save_through_the_server_closes_no_streams(server):
+    """``bas serve`` keeps no streams: a save sends none of TiledWriter's ``close_stream``
+    requests (the app is asked once per store), and the run is complete."""
+    from tiled.client import record_history
+
+    spectra = np.random.default_rng(0).random((10, 32), dtype=np.float32)
+    data = [{"primary": {"spectrum": s, "total": float(s.sum())}} for s in spectra]
+    with server.store(WRITE_KEY) as store, record_history() as history:
+        uids = [
+            store.save(data, {}, provenance=make_provenance(parameters={"streams": n}))
+            for n in range(2)
+        ]
+        assert all(store[uid].metadata["stop"]["exit_status"] == "success" for uid in uids)
+    paths = [str(r.url.path) for r in history.requests]
+    assert not any("/stream/close/" in path for path in paths)
+    assert sum("/bas/streams/" in path for path in paths) == 1
+
+
+def test_a_runs_scalar_table_is_read_in_one_request_with_the_read_only_key(server):
+    from tiled.client import record_history
+
+    data = [{"primary": {"total": 0.5 * i, "count": i, "ok": i % 2 == 0}} for i in range(5)]
+    with server.store(WRITE_KEY) as writer:
+        uid = writer.save(data, {}, provenance=make_provenance(parameters={"table": 1}))
+    with server.store(READ_KEY) as reader, record_history() as history:
+        table = reader.scalar_table(uid)
+    assert len(history.requests) == 1
+    assert [str(t) for t in table[["total", "count", "ok"]].dtypes] == ["float64", "int64", "bool"]
+    assert table["count"].tolist() == list(range(5))
+
+
 def test_save_through_the_server_and_read_with_the_read_only_key(server):
     data = [{"p": {"image": np.arange(30.0).reshape(5, 6), "x": 1.0}}]
     with server.store(WRITE_KEY) as writer:

@@ -21,8 +21,8 @@ from ..core._errors import AnalysisInputError
 DataDicts = list[dict[str, dict[str, Any]]]
 
 
-def _column(run: Any, stream: str, key: str) -> np.ndarray:
-    table = run[stream].read()
+def _column(table: Any, run: Any, stream: str, key: str) -> np.ndarray:
+    """Column ``key`` of ``table``, the stream read once (not once per column)."""
     if key not in table:
         raise AnalysisInputError(
             f"stream {stream!r} of run {run.metadata['start']['uid']} has no data key {key!r}; "
@@ -60,10 +60,11 @@ def normalize_and_bin(
     """
     if not isinstance(bins, int) or bins < 1:
         raise AnalysisInputError(f"bins must be a positive integer; got {bins!r}")
-    positions = _column(run, stream, x)
-    signal = _column(run, stream, detector)
+    table = run[stream].read()  # once: every column it needs comes from this one read
+    positions = _column(table, run, stream, x)
+    signal = _column(table, run, stream, detector)
     if monitor is not None:
-        norm = _column(run, stream, monitor)
+        norm = _column(table, run, stream, monitor)
         if np.any(norm == 0):
             raise AnalysisInputError(
                 f"monitor {monitor!r} reads 0 at {int(np.sum(norm == 0))} points; cannot normalize"

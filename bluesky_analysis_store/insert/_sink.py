@@ -7,7 +7,8 @@ over a second to import.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..core._errors import AnalysisStoreError
@@ -101,6 +102,13 @@ class SinkFactory:
         Where runs are written (ideally a ``CatalogOfBlueskyRuns`` container).
     registry : PairRegistry, optional
         Its specs are mapped to mimetypes; default: every installed pair.
+    close_streams : callable, optional
+        ``close_streams() -> bool | None``: whether each run's TiledWriter declares the end of
+        its nodes' streams at the stop (``close_stream``, one request per node), asked when the
+        first run starts and kept once it answers True or False (None: ask again next run).
+        Default: always, as TiledWriter does. The store passes its server's answer
+        (:func:`~bluesky_analysis_store.store._streams_route.server_streams`): a server that
+        keeps no streaming cache and no webhooks does nothing with those requests.
     **kwargs
         Passed to ``TiledWriter`` (``batch_size``, ``patches``, ...). ``max_array_size``
         defaults to 0: every array kept inside the events becomes an array node. TiledWriter's
@@ -108,7 +116,14 @@ class SinkFactory:
         tiled's client (through dask's ``dataframe.convert-string``) reads back as strings.
     """
 
-    def __init__(self, container: Any, registry: PairRegistry | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        container: Any,
+        registry: PairRegistry | None = None,
+        *,
+        close_streams: Callable[[], bool | None] | None = None,
+        **kwargs: Any,
+    ):
         from ..pairs._pairs import default_registry
 
         register_tiled_consolidators()
@@ -122,12 +137,72 @@ class SinkFactory:
         }
         kwargs.setdefault("max_array_size", 0)
         self.kwargs = kwargs
+        self._ask_close_streams = close_streams
+        self._close_streams: bool | None = True if close_streams is None else None
+
+    @property
+    def close_streams(self) -> bool:
+        """Whether the runs' TiledWriters close their nodes' streams (asked once, see above)."""
+        if self._close_streams is None:
+            assert self._ask_close_streams is not None
+            answer = self._ask_close_streams()
+            if answer is None:  # could not tell (unreachable): close, and ask again next run
+                return True
+            self._close_streams = bool(answer)
+        return self._close_streams
 
     def __call__(self) -> Any:
         """A new TiledWriter (bluesky-tiled-plugins) for one run."""
         from bluesky_tiled_plugins.writing.tiled_writer import TiledWriter
 
-        return TiledWriter(self.container, spec_to_mimetype=self.spec_to_mimetype, **self.kwargs)
+        writer_class = TiledWriter if self.close_streams else _tiled_writer_without_streams()
+        return writer_class(self.container, spec_to_mimetype=self.spec_to_mimetype, **self.kwargs)
+
+
+@functools.cache
+def _tiled_writer_without_streams() -> type:
+    """``TiledWriter`` whose runs skip ``close_stream`` at the stop: everything else is
+    TiledWriter's own (its run writer, normalizer, batching, requests).
+
+    ``TiledWriter`` has no option for it: its per-run writer (``_RunWriter``) ends ``stop`` with
+    ``_close_stream_tree()``. If a later bluesky-tiled-plugins renames either, this is plain
+    ``TiledWriter`` (streams closed, as before), not an error.
+    """
+    from bluesky_tiled_plugins.writing import tiled_writer
+
+    run_writer = getattr(tiled_writer, "_RunWriter", None)
+    if run_writer is None or not hasattr(run_writer, "_close_stream_tree"):
+        return tiled_writer.TiledWriter
+
+    class RunWriterWithoutStreams(run_writer):  # type: ignore[misc,valid-type]
+        def _close_stream_tree(self) -> None:
+            """Nobody listens: the server keeps no streams (see :class:`SinkFactory`)."""
+
+    class TiledWriterWithoutStreams(tiled_writer.TiledWriter):
+        """TiledWriter's ``_factory`` with the run writer above (and no backups: the store's
+        sinks take none; the spool is the store's)."""
+
+        def _factory(self, name: str, doc: Any) -> tuple[list[Any], list[Any]]:
+            if self.backup_directory or self.backup_dictionary is not None:
+                return super()._factory(name, doc)
+            try:
+                writer = callback = RunWriterWithoutStreams(
+                    self.client,
+                    batch_size=self._batch_size,
+                    max_array_size=self._max_array_size,
+                    validate=self._validate,
+                    ignore_errors=self.ignore_errors,
+                )
+            except (AttributeError, TypeError):  # TiledWriter's insides changed: its own way
+                return super()._factory(name, doc)
+            if self._normalizer:
+                callback = self._normalizer(
+                    patches=self.patches, spec_to_mimetype=self.spec_to_mimetype
+                )
+                callback.subscribe(writer)
+            return [callback], []
+
+    return TiledWriterWithoutStreams
 
 
 def analysis_sink(container: Any, registry: PairRegistry | None = None, **kwargs: Any) -> GatedSink:

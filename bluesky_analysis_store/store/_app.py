@@ -5,7 +5,8 @@ provenance for every run of the analysis container, nothing outside the store re
 served (:mod:`._containment`); it exports a run's documents (``run.documents()``); and, when
 its tables are a DuckDB file, it handles one request at a time without waiting for any client
 (:class:`._asgi.OneRequestAtATime`); it answers lineage questions from the lineage index in
-one request (:mod:`._lineage_route`).
+one request (:mod:`._lineage_route`); it tells its clients whether it keeps streams
+(:mod:`._streams_route`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def build_store_app(
         are a DuckDB file.
     """
     from ._lineage_route import lineage_router
+    from ._streams_route import streams_router
     from ._tree_rules import guard_tree
 
     tree = guard_tree(tree)
@@ -75,7 +77,8 @@ def build_store_app(
         tree,
         authentication=authentication,
         serialization_registry=serialization_registry(),
-        include_routers=[lineage_router()],  # the lineage index's answers, one request each
+        # the lineage index's answers, one request each; whether the server keeps streams
+        include_routers=[lineage_router(), streams_router()],
     )
     if one_request_at_a_time if one_request_at_a_time is not None else uses_duckdb(tree):
         app = OneRequestAtATime(app)

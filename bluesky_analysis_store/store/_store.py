@@ -152,11 +152,14 @@ class AnalysisStore(ClosingContext):
 
     def _pipeline(self, spool: Path | None) -> StorePipeline:
         """A fresh document pipeline into ``runs``: per run, provenance required, the spool
-        (if any), idempotence, the document gate and a TiledWriter."""
+        (if any), idempotence, the document gate and a TiledWriter (which closes no streams
+        on a server that keeps none: :mod:`._streams_route`)."""
         from ..insert._insert import StorePipeline
         from ..insert._sink import SinkFactory
+        from ._streams_route import server_streams
 
-        make_sink = SinkFactory(self.runs, self.registry)
+        runs = self.runs
+        make_sink = SinkFactory(runs, self.registry, close_streams=lambda: server_streams(runs))
         return StorePipeline(self.runs, make_sink, spool=spool)
 
     open = staticmethod(open_store)
@@ -320,6 +323,22 @@ class AnalysisStore(ClosingContext):
     def __getitem__(self, key: Any) -> Any:
         """A run by full or partial uid (or ``-1`` for the latest)."""
         return self.runs[key]
+
+    def scalar_table(self, uid: str, stream: str = "primary", *, timestamps: bool = False) -> Any:
+        """Stream ``stream`` of run ``uid`` as a ``pandas.DataFrame`` of its scalar data keys,
+        one row per event, with ``seq_num`` and ``time`` (and ``ts_KEY`` timestamps if
+        ``timestamps``), read in one request (:mod:`._tables`).
+
+        ``store[uid][stream].read()`` (an ``xarray.Dataset`` with the arrays too) takes six
+        requests for a stream of scalars, and ``store[uid][stream][key].read()`` six per key.
+        A partial uid costs one lookup first. Raises ``KeyError`` if the run or the stream does
+        not exist.
+        """
+        from ._tables import scalar_table
+
+        if len(uid) != 36:  # a partial uid (or -1): the run's full uid first
+            uid = str(self.runs[uid].metadata["start"]["uid"])
+        return scalar_table(self.runs, uid, stream, timestamps=timestamps)
 
     def __contains__(self, uid: object) -> bool:
         if isinstance(uid, str) and len(uid) == 36:  # a full uid: one exact lookup
