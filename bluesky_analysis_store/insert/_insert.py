@@ -248,7 +248,7 @@ class GatedRun:
         except Exception as error:
             wrapped = DocumentWriteError(
                 f"tiled did not accept {document_id(name, doc)}: {type(error).__name__}: "
-                f"{error!s:.500}"
+                f"{error!s:.2000}"  # the server says what and why, naming long paths
             )
             wrapped.response = getattr(error, "response", None)
             self.gate.poison(str(wrapped))
