@@ -332,3 +332,32 @@ def test_a_postgresql_store_read_in_process_answers_as_the_scan(postgres_catalog
         made = _branching(store)
         assert index.ask("descendants", uid=PARENT_UID) is not None
         _assert_same_as_scan(store, [PARENT_UID, OTHER_RAW, *made.values()])
+
+
+def test_fsck_of_a_served_store_asks_its_server_about_the_index(bas_server):
+    """``bas fsck --store URI``: the server checks its own catalog's index through the store's
+    route (the read-only key may ask); repair is the server's, when it starts."""
+    from served import READ_KEY
+
+    from bluesky_analysis_store.store._fsck import check_store
+    from bluesky_analysis_store.store._lineage_index import in_transaction, rebuild
+
+    if bas_server.backend == "sqlite":
+        uri = f"sqlite+aiosqlite:///{bas_server.directory / 'catalog.db'}"
+    else:
+        uri = f"postgresql+asyncpg://{bas_server.postgres}/catalog"
+    root = bas_server.directory / "files"
+    with AnalysisStore.open(bas_server.uri, api_key=READ_KEY, root=root, read_only=True) as store:
+        assert check_store(store).lineage_index == ""
+        plant = f"INSERT INTO {TABLE} VALUES (999999, 1, 'nobody', :parent)"
+        in_transaction(uri, lambda execute: execute(plant, {"parent": PARENT_UID}))
+        try:
+            report = check_store(store)
+        finally:
+            rebuild(uri)  # the shared server's catalog, as it was
+        assert report.lineage_index == "0 edge(s) missing, 1 stale"
+        assert not report.index_here
+        assert "lineage index: 0 edge(s) missing, 1 stale (restart `bas serve`" in report.as_text()
+        assert report.repairable < report.problems  # not this process's to rebuild
+        assert check_store(store).lineage_index == ""
+    assert check(uri).ok

@@ -188,9 +188,12 @@ class FsckReport:
     lineage_index : str
         What is wrong with the catalog's lineage index (:mod:`._lineage_index`): missing, its
         triggers missing (a tiled migration drops them), or edges (or lineage hashes) missing
-        or stale. Empty when
-        it is exact, or cannot be checked from here (a served store: ``bas serve`` checks it
-        when it starts). A problem; repair rebuilds it.
+        or stale. Empty when it is exact, or cannot be checked (a server without the store's
+        route). A served store's server checks it for this report. A problem; repair rebuilds
+        it where this process reaches the catalog, a served store's server when it starts.
+    index_here : bool
+        Does this process reach the catalog (embedded, or a PostgreSQL catalog read directly),
+        so that repair can rebuild the lineage index?
     """
 
     root: Path
@@ -212,6 +215,7 @@ class FsckReport:
     unreadable_spools: tuple[tuple[Path, str], ...] = ()
     quarantined: int = 0
     lineage_index: str = ""
+    index_here: bool = True
 
     @property
     def moved_away(self) -> tuple[MovedFiles, ...]:
@@ -237,7 +241,9 @@ class FsckReport:
         if self.moved_away:
             return 0
         files = 0 if self.unreadable_spools else len(self.orphaned_files)
-        return len(self.incomplete) + files + len(self.empty_directories) + bool(self.lineage_index)
+        # a served store's index is rebuilt by its server as it starts, not by this process
+        index = bool(self.lineage_index) and self.index_here
+        return len(self.incomplete) + files + len(self.empty_directories) + index
 
     @property
     def clean(self) -> bool:
@@ -321,7 +327,10 @@ class FsckReport:
                 " (not problems; `bas fsck --purge` empties it)"
             )
         if self.lineage_index:
-            lines.append(f"lineage index: {self.lineage_index} (--repair rebuilds it)")
+            how = (
+                "--repair rebuilds it" if self.index_here else "restart `bas serve`: it rebuilds it"
+            )
+            lines.append(f"lineage index: {self.lineage_index} ({how})")
         moved = len(self.moved_away) if self.embedded else 0
         lines.append(
             "clean"
@@ -758,23 +767,37 @@ def check_store(store: AnalysisStore, *, grace: float = DEFAULT_GRACE) -> FsckRe
         unreadable_spools=tuple(unreadable_spools),
         quarantined=quarantine_contents(root).files,
         lineage_index=_lineage_index_problem(store),
+        index_here=_catalog_uri(store) is not None,
     )
 
 
 def _catalog_uri(store: AnalysisStore) -> str | None:
-    """The catalog URI of a store whose catalog this process reads (embedded), or None."""
-    catalog = getattr(getattr(store, "_lineage", None), "catalog", None)
-    return None if catalog is None else f"sqlite+aiosqlite:///{catalog}"
+    """The catalog URI of a store whose catalog this process reads (embedded, or PostgreSQL
+    reached directly), or None."""
+    reader = getattr(store, "_lineage", None)
+    catalog = getattr(reader, "catalog", None)
+    if catalog is not None:
+        return f"sqlite+aiosqlite:///{catalog}"
+    return getattr(reader, "catalog_uri", None)
 
 
 def _lineage_index_problem(store: AnalysisStore) -> str:
-    """What :class:`FsckReport` says of the lineage index ("" when fine or not checkable)."""
-    from ._lineage_index import check
+    """What :class:`FsckReport` says of the lineage index ("" when fine or not checkable):
+    checked here when this process reads the catalog (embedded), else by the server through
+    the store's route (a served store; "" if the server has no such route)."""
+    from ._lineage_index import HEALTH, IndexState, check
+    from ._lineage_reader import RouteReader
 
     catalog_uri = _catalog_uri(store)
-    if catalog_uri is None:
+    if catalog_uri is not None:
+        state = check(catalog_uri)
+    elif not isinstance(store._lineage, RouteReader):
         return ""
-    state = check(catalog_uri)
+    else:
+        answer = store._lineage.ask(HEALTH)
+        if answer is None:
+            return ""
+        state = IndexState(**answer)
     if state.ok:
         return ""
     if not state.installed:

@@ -444,6 +444,16 @@ QUESTIONS = {
     "analysed": "name",
     "with_lineage": "lineage_hash",
 }
+#: The route's question about the index itself (:func:`health`): ``bas fsck`` of a served store.
+HEALTH = "health"
+
+
+def health(execute: Execute, dialect: Dialect) -> dict[str, Any]:
+    """:func:`check`'s :class:`IndexState` as JSON, on a connection the caller holds (the
+    store's route answers ``bas fsck`` of a served store with it: a full pass)."""
+    import dataclasses
+
+    return dataclasses.asdict(_check(execute, dialect))
 
 
 def answer(

@@ -46,14 +46,14 @@ def lineage_router() -> APIRouter:
     ) -> dict:
         import json
 
-        from ._lineage_index import answer, installed, sync_execute
+        from ._lineage_index import HEALTH, answer, health, installed, sync_execute
 
         try:
             arguments = json.loads(args)
         except ValueError:
             arguments = None
-        if ask not in QUESTIONS or not isinstance(arguments, dict):
-            raise HTTPException(400, f"ask one of {tuple(QUESTIONS)}, with args a JSON object")
+        if ask not in (*QUESTIONS, HEALTH) or not isinstance(arguments, dict):
+            raise HTTPException(400, f"ask one of {(*QUESTIONS, HEALTH)}, with args a JSON object")
         entry = await get_entry(
             path,
             ["read:metadata"],
@@ -74,6 +74,8 @@ def lineage_router() -> APIRouter:
 
         def work(connection: Any) -> dict | None:
             execute = sync_execute(connection)
+            if ask == HEALTH:  # the index itself, installed or not
+                return health(execute, dialect)
             if not installed(execute, dialect):
                 return None
             return answer(execute, dialect, node.id, ask, arguments)
