@@ -16,6 +16,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from ..core._errors import NotFoundError
+
 #: The node TiledWriter writes a stream's scalar columns to (bluesky-tiled-plugins).
 TABLE_KEY = "internal"
 
@@ -58,7 +60,7 @@ def _through_the_client(runs: Any, uid: str, stream: str) -> Any:
     try:
         node = runs[uid][stream]
     except KeyError:
-        raise KeyError(f"no stream {stream!r} in run {uid} (or no such run)") from None
+        raise NotFoundError(f"no stream {stream!r} in run {uid} (or no such run)") from None
     base = getattr(node, "base", node)
     parts = sorted(
         (key for key in base if key == TABLE_KEY or key.startswith(f"{TABLE_KEY}_")),
