@@ -7,6 +7,7 @@ they start themselves. One saving process is killed with SIGKILL mid-save.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from bluesky_analysis_store import AnalysisStore, LocalServerError, StoreInUseEr
 from bluesky_analysis_store.cli import main
 from bluesky_analysis_store.store._fsck import check_store
 from bluesky_analysis_store.store._local_server import (
+    LEASE_FILE,
     LOG_FILE,
     STATE_FILE,
     read_state,
@@ -211,6 +213,13 @@ def test_a_process_killed_mid_save_harms_nobody_else(local, capsys):
     fsck = _bas("fsck", "--store", str(directory), env=env)
     assert fsck.returncode in (0, 1), fsck.stderr
     assert "complete run" in fsck.stdout
+    # nobody holds a lease now, the killed process neither: the server may stop when idle
+    # (it takes this lock itself only after a minute without requests, not during the test)
+    lease = os.open(directory / LEASE_FILE, os.O_RDONLY)
+    try:
+        fcntl.flock(lease, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(lease)
 
 
 def test_the_server_stops_once_idle_and_a_killed_one_is_replaced(tmp_path, monkeypatch):
