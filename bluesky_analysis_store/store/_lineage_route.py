@@ -12,19 +12,11 @@ scan). tiled's paged search listing would take a request per page (seconds for a
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Security
-from tiled.server.authentication import (
-    check_scopes,
-    get_current_access_tags,
-    get_current_principal,
-    get_current_scopes,
-    get_session_state,
-)
-from tiled.server.dependencies import get_entry, get_root_tree
-from tiled.structures.core import StructureFamily
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 from ._lineage_index import QUESTIONS
 from ._lineage_reader import ROUTE
+from ._route_entry import container_entry
 
 
 def lineage_router() -> APIRouter:
@@ -33,16 +25,9 @@ def lineage_router() -> APIRouter:
 
     @router.get(f"/{ROUTE}/{{path:path}}")
     async def lineage(
-        request: Request,
-        path: str,
         ask: str = Query(...),
         args: str = Query("{}"),
-        principal: Any = Depends(get_current_principal),  # noqa: B008
-        root_tree: Any = Depends(get_root_tree),  # noqa: B008
-        session_state: dict = Depends(get_session_state),  # noqa: B008
-        authn_access_tags: Any = Depends(get_current_access_tags),  # noqa: B008
-        authn_scopes: Any = Depends(get_current_scopes),  # noqa: B008
-        _: Any = Security(check_scopes, scopes=["read:metadata"]),  # noqa: B008
+        entry: Any = Depends(container_entry),  # noqa: B008
     ) -> dict:
         import json
 
@@ -54,18 +39,6 @@ def lineage_router() -> APIRouter:
             arguments = None
         if ask not in (*QUESTIONS, HEALTH) or not isinstance(arguments, dict):
             raise HTTPException(400, f"ask one of {(*QUESTIONS, HEALTH)}, with args a JSON object")
-        entry = await get_entry(
-            path,
-            ["read:metadata"],
-            principal,
-            authn_access_tags,
-            authn_scopes,
-            root_tree,
-            session_state,
-            request.state.metrics,
-            {StructureFamily.container},
-            getattr(request.app.state, "access_policy", None),
-        )
         engine = getattr(getattr(entry, "context", None), "engine", None)
         node = getattr(entry, "node", None)
         if engine is None or node is None:  # not a catalog container: nothing indexed

@@ -148,12 +148,36 @@ def _may_start_a_server(directory: Path, read_only: bool) -> bool:
     return directory.is_dir() and os.access(directory, os.W_OK)
 
 
-def _check_exists(directory: Path, read_only: bool) -> None:
+def _prepare_directory(directory: Path, root: str | Path | None, read_only: bool) -> Path:
+    """The embedded store's root of derived files (checked: inside ``DIRECTORY/files``), the
+    directory made unless the open is read-only and there is no store."""
+    from ._containment import embedded_files_root
+
+    files = embedded_files_root(directory, root)  # the store serves nothing outside
     if read_only and not (directory / "catalog.db").is_file():
         raise AnalysisStoreError(
             f"no analysis store in {directory} (no catalog.db); nothing was created "
             "(the store was opened read-only)"
         )
+    directory.mkdir(parents=True, exist_ok=True)
+    return files
+
+
+def _embedded_catalog(
+    directory: Path, files: Path, client: Any, raw: Any, read_only: bool, release: Any
+) -> OpenedCatalog:
+    """An embedded store's containers on ``client``, and its lineage index read from the
+    catalog file in this process (no request); ``release.close()`` if they cannot be had."""
+    from ._lineage_reader import SqliteReader
+
+    try:
+        runs = runs_container(client, create=not read_only)
+        raw_runs = raw_container(client, raw, read_only=read_only)
+    except BaseException:
+        release.close()
+        raise
+    index = SqliteReader(directory / "catalog.db", list(runs.path_parts))
+    return OpenedCatalog(runs, files, raw_runs, release, directory, index)
 
 
 def open_local(
@@ -165,22 +189,9 @@ def open_local(
 ) -> OpenedCatalog:
     """The embedded store in ``directory`` through its local server (started if none runs; see
     :mod:`._local_server`)."""
-    from ._containment import embedded_files_root
-    from ._lineage_reader import SqliteReader
-
-    files = embedded_files_root(directory, root)  # the store serves nothing outside
-    _check_exists(directory, read_only)
-    directory.mkdir(parents=True, exist_ok=True)
+    files = _prepare_directory(directory, root, read_only)
     connection = connect(directory, structure_clients)
-    try:
-        runs = runs_container(connection.client, create=not read_only)
-        raw_runs = raw_container(connection.client, raw, read_only=read_only)
-    except BaseException:
-        connection.close()
-        raise
-    # the catalog file is on this machine: read the lineage index there, no request
-    index = SqliteReader(directory / "catalog.db", list(runs.path_parts))
-    return OpenedCatalog(runs, files, raw_runs, connection, directory, index)
+    return _embedded_catalog(directory, files, connection.client, raw, read_only, connection)
 
 
 def open_embedded(
@@ -192,12 +203,8 @@ def open_embedded(
 ) -> OpenedCatalog:
     """The embedded store in ``directory``: its SQLite catalog served in this process, the
     directory held by this process until the store is closed."""
-    from ._containment import embedded_files_root
-
     directory = directory.resolve()
-    files = embedded_files_root(directory, root)  # the store serves nothing outside
-    _check_exists(directory, read_only)
-    directory.mkdir(parents=True, exist_ok=True)
+    files = _prepare_directory(directory, root, read_only)
     hold_embedded_store(directory)
     try:
         tree = embedded_tree(directory, read_only=read_only)
@@ -205,20 +212,8 @@ def open_embedded(
     except BaseException:
         release_embedded_store(directory)
         raise
-    try:
-        runs = runs_container(client, create=not read_only)
-        raw_runs = raw_container(client, raw, read_only=read_only)
-    except BaseException:
-        context.close()
-        release_embedded_store(directory)
-        raise
-    from ._lineage_reader import SqliteReader
-
-    # read in this process, no request (the in-process app's route would cost one)
-    index = SqliteReader(directory / "catalog.db", list(runs.path_parts))
-    return OpenedCatalog(
-        runs, files, raw_runs, InProcessStore(context, directory), directory, index
-    )
+    store = InProcessStore(context, directory)
+    return _embedded_catalog(directory, files, client, raw, read_only, store)
 
 
 def open_served(

@@ -13,16 +13,9 @@ server that is not the store's app (no route) is taken to keep streams: nothing 
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Security
-from tiled.server.authentication import (
-    check_scopes,
-    get_current_access_tags,
-    get_current_principal,
-    get_current_scopes,
-    get_session_state,
-)
-from tiled.server.dependencies import get_entry, get_root_tree
-from tiled.structures.core import StructureFamily
+from fastapi import APIRouter, Depends, HTTPException
+
+from ._route_entry import container_entry
 
 #: under tiled's ``/api/v1/``
 ROUTE = "bas/streams"
@@ -46,28 +39,7 @@ def streams_router() -> APIRouter:
     router = APIRouter()
 
     @router.get(f"/{ROUTE}/{{path:path}}")
-    async def streams(
-        request: Request,
-        path: str,
-        principal: Any = Depends(get_current_principal),  # noqa: B008
-        root_tree: Any = Depends(get_root_tree),  # noqa: B008
-        session_state: dict = Depends(get_session_state),  # noqa: B008
-        authn_access_tags: Any = Depends(get_current_access_tags),  # noqa: B008
-        authn_scopes: Any = Depends(get_current_scopes),  # noqa: B008
-        _: Any = Security(check_scopes, scopes=["read:metadata"]),  # noqa: B008
-    ) -> dict:
-        entry = await get_entry(
-            path,
-            ["read:metadata"],
-            principal,
-            authn_access_tags,
-            authn_scopes,
-            root_tree,
-            session_state,
-            request.state.metrics,
-            {StructureFamily.container},
-            getattr(request.app.state, "access_policy", None),
-        )
+    async def streams(entry: Any = Depends(container_entry)) -> dict:  # noqa: B008
         if entry is None:  # pragma: no cover - get_entry raises for a missing node
             raise HTTPException(404, "no such container")
         return {"streams": keeps_streams(getattr(entry, "context", None))}
