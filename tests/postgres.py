@@ -74,3 +74,32 @@ def throwaway_cluster(databases: tuple[str, ...] = ("catalog", "tables")) -> Ite
             _as_postgres(f"{bin_dir}/pg_ctl -D {data} -m immediate -w stop >/dev/null")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _admin(server: str, statement: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def execute() -> None:
+        connection = await asyncpg.connect(f"postgresql://{server}/catalog")
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(execute())
+
+
+@contextmanager
+def new_database(server: str, prefix: str = "new") -> Iterator[str]:
+    """A new, empty database in the cluster ``server`` (``tiled@127.0.0.1:PORT``): its name,
+    dropped after (its connections closed)."""
+    import uuid
+
+    name = f"{prefix}_{uuid.uuid4().hex}"
+    _admin(server, f"CREATE DATABASE {name}")
+    try:
+        yield name
+    finally:
+        _admin(server, f"DROP DATABASE {name} WITH (FORCE)")

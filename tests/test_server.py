@@ -323,25 +323,11 @@ def new_catalog_uri(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'catalog.db'}"
         return
-    import asyncio
-
-    import asyncpg
+    from postgres import new_database
 
     server = request.getfixturevalue("postgres_server")
-    name = f"new_{uuid.uuid4().hex}"
-
-    async def admin(statement: str) -> None:
-        connection = await asyncpg.connect(f"postgresql://{server}/catalog")
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    asyncio.run(admin(f"CREATE DATABASE {name}"))
-    try:
+    with new_database(server) as name:
         yield f"postgresql+asyncpg://{server}/{name}"
-    finally:
-        asyncio.run(admin(f"DROP DATABASE {name} WITH (FORCE)"))
 
 
 @pytest.mark.parametrize("new_catalog_uri", ["sqlite", "postgresql"], indirect=True)

@@ -55,24 +55,42 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from ..core._environment import READ_KEY_ENV
+    from ..server._workers import check_workers
+
+    check_workers(args.workers, args.catalog, args.tables)  # before anything starts
+    files = args.directory.resolve() / "files"
+    workers = f", {args.workers} worker processes" if args.workers > 1 else ""
+    serving = (
+        f"serving the analysis store {args.directory} at http://{args.host}:{args.port} "
+        f"(derived files under {files}; keys from ${API_KEY_ENV} and ${READ_KEY_ENV}{workers})"
+    )
+    if args.workers > 1:
+        from ..server._workers import run_workers
+
+        run_workers(
+            args.directory,
+            args.workers,
+            catalog_uri=args.catalog,
+            tables_uri=args.tables,
+            host=args.host,
+            port=args.port,
+            announce=lambda: print(serving, flush=True),
+        )
+        return 0
     import uvicorn
 
-    from ..core._environment import READ_KEY_ENV
-    from ..server._server import build_server_app
+    from ..server._server import build_server_app, keys_from_environment
 
+    write_key, read_key = keys_from_environment()
     app = build_server_app(
         args.directory,
-        os.environ.get(API_KEY_ENV, ""),
-        read_key=os.environ.get(READ_KEY_ENV) or None,
+        write_key,
+        read_key=read_key,
         catalog_uri=args.catalog,
         tables_uri=args.tables,
     )
-    files = args.directory.resolve() / "files"
-    print(
-        f"serving the analysis store {args.directory} at http://{args.host}:{args.port} "
-        f"(derived files under {files}; keys from ${API_KEY_ENV} and ${READ_KEY_ENV})",
-        flush=True,
-    )
+    print(serving, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
@@ -306,6 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     serve.add_argument("--port", type=int, default=8000, help="default: 8000")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes behind the port (default: 1); more than one needs PostgreSQL "
+        "for both --catalog and --tables",
+    )
     serve.set_defaults(func=_serve)
 
     def store_command(name: str, help_text: str) -> argparse.ArgumentParser:

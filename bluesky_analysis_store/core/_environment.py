@@ -17,3 +17,6 @@ LOCAL_SERVER_ENV = "BAS_LOCAL_SERVER"
 IDLE_TIMEOUT_ENV = "BAS_LOCAL_SERVER_IDLE"
 #: Its default: long enough that commands typed one after another find it still running.
 DEFAULT_IDLE_TIMEOUT = 300.0
+#: Set by ``bas serve --workers N`` for its worker processes: the store's directory, catalog
+#: and tables URIs as JSON (the keys stay in their own variables).
+SERVE_WORKER_ENV = "BAS_SERVE_WORKER"

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -153,24 +154,28 @@ class KeyGuard:
         await self.app(scope, receive, send)
 
 
-def build_server_app(
-    directory: Path,
-    write_key: str,
-    *,
-    read_key: str | None = None,
-    catalog_uri: str | None = None,
-    tables_uri: str | None = None,
-) -> Any:
-    """The ASGI app of ``bas serve``: the store's app (:func:`._app.build_store_app`) behind
-    :class:`KeyGuard`."""
-    check_key(write_key, API_KEY_ENV)  # before the slow imports: refuse weak keys at once
+def keys_from_environment() -> tuple[str, str | None]:
+    """``(write key, read-only key or None)`` from ``$BAS_API_KEY`` and ``$BAS_READ_API_KEY``
+    (unchecked: :func:`check_keys`)."""
+    return os.environ.get(API_KEY_ENV, ""), os.environ.get(READ_KEY_ENV) or None
+
+
+def check_keys(write_key: str, read_key: str | None) -> None:
+    """Refuse weak keys, and a read-only key equal to the write key, naming the variable."""
+    check_key(write_key, API_KEY_ENV)
     if read_key is not None:
         check_key(read_key, READ_KEY_ENV)
         if secrets.compare_digest(read_key.encode(), write_key.encode()):
             raise AnalysisStoreError(f"${READ_KEY_ENV} must differ from ${API_KEY_ENV}")
-    from tiled.config import Authentication
 
-    from ..store._app import build_store_app
+
+def served_tree(
+    directory: Path, *, catalog_uri: str | None = None, tables_uri: str | None = None
+) -> Any:
+    """The tiled tree ``bas serve`` serves, with what is missing made: the catalog's tables,
+    a moved store's recorded paths, the lineage index, and (when its app starts) the runs
+    container. Each step only checks when it finds its work done, so a second call on the
+    same store (a worker of ``bas serve --workers``, after the parent's) writes nothing."""
     from ..store._catalog import catalog_tree, create_runs_container_at_start, embedded_tree
 
     directory = directory.resolve()
@@ -183,5 +188,24 @@ def build_server_app(
     else:
         tree = catalog_tree(catalog_uri, directory, tables_uri=tables_uri)
     create_runs_container_at_start(tree)  # when the app starts, before anyone connects
+    return tree
+
+
+def build_server_app(
+    directory: Path,
+    write_key: str,
+    *,
+    read_key: str | None = None,
+    catalog_uri: str | None = None,
+    tables_uri: str | None = None,
+) -> Any:
+    """The ASGI app of ``bas serve`` (of each of its workers): the store's app
+    (:func:`._app.build_store_app`) on :func:`served_tree`, behind :class:`KeyGuard`."""
+    check_keys(write_key, read_key)  # before the slow imports: refuse weak keys at once
+    from tiled.config import Authentication
+
+    from ..store._app import build_store_app
+
+    tree = served_tree(directory, catalog_uri=catalog_uri, tables_uri=tables_uri)
     app = build_store_app(tree, authentication=Authentication(single_user_api_key=write_key))
     return KeyGuard(app, write_key, read_key)

@@ -222,6 +222,24 @@ def create_runs_container_at_start(tree: Any, name: str = RUNS_CONTAINER) -> Non
     tree.startup_tasks.append(create)
 
 
+def run_start_up(tree: Any) -> None:
+    """Run ``tree``'s start-up tasks (tiled's check of the catalog's database, the runs
+    container of :func:`create_runs_container_at_start`), then its shut-down tasks, in this
+    process: what its app does as it starts, without serving. ``bas serve --workers`` does it
+    once before its workers start, so that none of them has anything left to create."""
+    from ._relocation import in_thread
+
+    async def start_and_stop() -> None:
+        try:
+            for task in tree.startup_tasks:
+                await task()
+        finally:
+            for task in tree.shutdown_tasks:
+                await task()
+
+    in_thread(start_and_stop)
+
+
 def raw_container(client: Any, raw: str | Any, *, read_only: bool = False) -> Any:
     """``open``'s raw catalog: a client as given, or the container named ``raw`` under
     ``client`` (created if missing; read-only: None if missing, so nothing is written)."""
