@@ -193,6 +193,40 @@ def test_the_workers_found_the_store_prepared(workers):
     assert response.json()["data"]["attributes"]["specs"][0]["name"] == "CatalogOfBlueskyRuns"
 
 
+def test_a_worker_builds_the_single_servers_app(workers, monkeypatch):
+    """``worker_app`` (what each worker calls) builds ``bas serve``'s app from the environment:
+    the keys behind :class:`KeyGuard`, the store's app, and no one-request-at-a-time lock (it
+    exists for DuckDB's single connection; PostgreSQL tables serve requests in parallel)."""
+    import json
+
+    from tiled.server.settings import get_settings
+
+    from bluesky_analysis_store.server._server import KeyGuard
+    from bluesky_analysis_store.server._workers import worker_app
+    from bluesky_analysis_store.store._asgi import AppWrapper
+
+    settings = get_settings()  # tiled's build_app writes the key there (tests/test_access.py)
+    monkeypatch.setattr(settings, "single_user_api_key", settings.single_user_api_key)
+    options = {
+        "directory": str(workers.server.directory),
+        "catalog": workers.catalog,
+        "tables": workers.tables,
+    }
+    monkeypatch.setenv("BAS_SERVE_WORKER", json.dumps(options))
+    monkeypatch.setenv("BAS_API_KEY", WRITE_KEY)
+    monkeypatch.delenv("BAS_READ_API_KEY", raising=False)
+    app = worker_app()
+    assert isinstance(app, KeyGuard)
+    layers = []
+    while isinstance(app, KeyGuard | AppWrapper):
+        layers.append(type(app).__name__)
+        app = app.app
+    assert layers == ["KeyGuard", "AssetRoutes"]
+    monkeypatch.delenv("BAS_SERVE_WORKER")
+    with pytest.raises(AnalysisStoreError, match="BAS_SERVE_WORKER is missing"):
+        worker_app()
+
+
 def _bas_serve(*args: str, directory: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "BAS_API_KEY": WRITE_KEY}
     return subprocess.run(
