@@ -23,6 +23,7 @@ _SUBPACKAGES = (
     "insert",
     "store",
     "runengine",
+    "reprocessing",
     "server",
     "cli",
     "examples",
@@ -52,5 +53,6 @@ if TYPE_CHECKING:
     from .insert import *  # noqa: F403
     from .pairs import *  # noqa: F403
     from .provenance import *  # noqa: F403
+    from .reprocessing import *  # noqa: F403
     from .runengine import *  # noqa: F403
     from .store import *  # noqa: F403

@@ -95,6 +95,48 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _campaign(args: argparse.Namespace, *, dry_run: bool) -> Any:
+    """``reprocess`` with the command's options (a dry run plans only)."""
+    from ..reprocessing._reprocess import reprocess
+
+    target = args.store or os.environ.get(STORE_ENV) or DEFAULT_STORE
+    print(f"opening store {target} ...", file=sys.stderr, flush=True)
+    return reprocess(
+        args.config,
+        target,
+        raw=args.raw,
+        root=args.root,
+        api_key=os.environ.get(API_KEY_ENV),
+        workers=getattr(args, "workers", None),
+        scheduler=getattr(args, "scheduler", None),
+        dry_run=dry_run,
+        progress=not dry_run,
+    )
+
+
+def _reprocess(args: argparse.Namespace) -> int:
+    report = _campaign(args, dry_run=args.dry_run)
+    if args.dry_run:
+        print(f"campaign {report.campaign}: what would run (nothing ran)")
+    else:
+        print(f"campaign {report.campaign}: done in {report.seconds:.1f} s")
+    print(report.table())
+    return 1 if report.failed or report.skipped else 0
+
+
+def _stale(args: argparse.Namespace) -> int:
+    report = _campaign(args, dry_run=True)
+    stale = report.stale
+    for run in stale:
+        print(f"{run.uid}  {run.procedure}: {'; '.join(run.reasons)}")
+    for state in report.states.values():
+        for record in state.failed_before:
+            print(f"{record}  {state.task.key}: recorded as failed; it will run again")
+    print(f"{len(stale)} stale run(s); what reprocessing would do:" if stale else "nothing stale")
+    print(report.table())
+    return 1 if stale else 0
+
+
 def _stop_server(args: argparse.Namespace) -> int:
     from ..store._local_server import stop
 
@@ -425,6 +467,49 @@ def build_parser() -> argparse.ArgumentParser:
         "when nothing is left to do, 1 when spooled runs remain",
     )
     replay.set_defaults(func=_replay)
+
+    def campaign_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("config", type=Path, help="the procedure file (YAML)")
+        command.add_argument(
+            "--store",
+            help=f"where results go: a store directory or http(s) URI (default: ${STORE_ENV} or "
+            f"./{DEFAULT_STORE}); a served store's API key is read from ${API_KEY_ENV}",
+        )
+        command.add_argument("--root", type=Path, help="file root of a served store")
+        command.add_argument(
+            "--raw", default="raw", help="the raw catalog's container (default: raw)"
+        )
+        return command
+
+    reprocess = campaign_command(
+        "reprocess",
+        "run the procedures of a file over the raw catalog on Dask, skipping what is stored; "
+        "exit 1 when a task failed or was skipped",
+    )
+    where = reprocess.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes of a new Dask LocalCluster (default: one per core; 0: no Dask, "
+        "in this process)",
+    )
+    where.add_argument(
+        "--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://host:8786"
+    )
+    reprocess.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the graph (tasks per procedure: stored, loose, stale, to run); run nothing",
+    )
+    reprocess.set_defaults(func=_reprocess)
+
+    stale = campaign_command(
+        "stale",
+        "list the stored runs whose lineage no longer matches the procedures, and what "
+        "reprocessing would recompute; exit 1 when some are stale",
+    )
+    stale.set_defaults(func=_stale)
 
     profile = commands.add_parser("profile", help="the IPython beamline profile")
     profile_commands = profile.add_subparsers(

@@ -129,3 +129,21 @@ class AnalysisTimeoutError(AnalysisStoreError, TimeoutError):
 
 class UnreadableFileError(AnalysisStoreError, ValueError):
     """A file of the store's own (a spool file, a manifest) cannot be read as what it should be."""
+
+
+class UnknownAnalysisError(AnalysisStoreError, LookupError):
+    """An analysis reference names no installed analysis (entry point or ``module:function``);
+    the message lists what is installed."""
+
+
+class ProcedureError(AnalysisStoreError, ValueError):
+    """A procedure file (``bas reprocess``) is invalid. ``problems`` lists every problem found,
+    each naming the file, the procedure and the field; nothing ran."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        super().__init__(
+            f"{count} problem{'s' if count != 1 else ''} in the procedures; nothing ran:\n"
+            + "\n".join(f"  - {problem}" for problem in self.problems)
+        )

@@ -8,6 +8,7 @@ from ..core._lazy import lazy_exports
 
 _EXPORTS = {
     "ImageProfilePeak": "._analyses",
+    "average_curves": "._analyses",
     "normalize_and_bin": "._analyses",
 }
 
@@ -16,4 +17,4 @@ if not TYPE_CHECKING:  # mypy reads the names from the imports below (a star imp
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from ._analyses import ImageProfilePeak, normalize_and_bin
+    from ._analyses import ImageProfilePeak, average_curves, normalize_and_bin

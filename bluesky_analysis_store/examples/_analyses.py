@@ -4,6 +4,12 @@
   reads the whole raw run when it stops.
 * :class:`ImageProfilePeak` — a small class with a name, a version and parameters that
   streams: it reduces each image as its event arrives, so it never holds the image stack.
+* :func:`average_curves` — a group analysis (``bas reprocess`` ``per: sample``): the mean of
+  several ``normalize_and_bin`` results.
+
+Each declares its parameters as a pydantic model (``parameters_model``), so a procedure file
+(``bas reprocess``) or ``LiveAnalysis`` with a wrong parameter is refused before anything runs.
+All three are published in the ``bluesky_analysis_store.analyses`` entry point group.
 
 Both take a run (a tiled ``BlueskyRun`` or a live :class:`CollectedRun`) and return DBEP 6
 ``(data_dicts, md)``.
@@ -12,9 +18,10 @@ Both take a run (a tiled ``BlueskyRun`` or a live :class:`CollectedRun`) and ret
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..core._errors import AnalysisInputError
 
@@ -92,8 +99,84 @@ def normalize_and_bin(
     return data_dicts, md
 
 
+class NormalizeAndBinParameters(BaseModel):
+    """The parameters of :func:`normalize_and_bin`."""
+
+    model_config = ConfigDict(extra="forbid")
+    detector: str = "det"
+    monitor: str | None = None
+    x: str = "motor"
+    bins: int = Field(10, ge=1)
+    stream: str = "primary"
+
+
 normalize_and_bin.name = "normalize_and_bin"  # type: ignore[attr-defined]
 normalize_and_bin.version = "1.0"  # type: ignore[attr-defined]
+normalize_and_bin.parameters_model = NormalizeAndBinParameters  # type: ignore[attr-defined]
+
+
+class AverageCurvesParameters(BaseModel):
+    """The parameters of :func:`average_curves`."""
+
+    model_config = ConfigDict(extra="forbid")
+    stream: str = "binned"
+    x: str = "x"
+    y: str = "mean"
+    points: int = Field(50, ge=2)
+
+
+def average_curves(
+    runs: Any, *, stream: str = "binned", x: str = "x", y: str = "mean", points: int = 50
+) -> tuple[DataDicts, dict[str, Any]]:
+    """The mean of several curves (e.g. :func:`normalize_and_bin` results of one sample) on a
+    common grid.
+
+    Parameters
+    ----------
+    runs : list of runs
+        Each with ``run[stream].read()`` giving columns ``x`` and ``y``.
+    stream, x, y : str
+        Where the curves are.
+    points : int
+        Grid points between the largest first and the smallest last ``x`` of the curves (where
+        they all have data).
+
+    Returns
+    -------
+    data_dicts, md
+        Stream ``averaged``, one event per grid point: ``x``, ``mean``, ``spread`` (standard
+        deviation of the curves there) and ``curves`` (how many); md says how many runs.
+    """
+    runs = list(runs) if isinstance(runs, list | tuple) else [runs]
+    curves = []
+    for run in runs:
+        table = run[stream].read()
+        curves.append((_column(table, run, stream, x), _column(table, run, stream, y)))
+    low = max(float(c[0].min()) for c in curves)
+    high = min(float(c[0].max()) for c in curves)
+    if not low < high:
+        raise AnalysisInputError(
+            f"the {len(curves)} curves share no range of {x!r} (from {low} to {high})"
+        )
+    grid = np.linspace(low, high, points)
+    values = np.array([np.interp(grid, np.sort(cx), cy[np.argsort(cx)]) for cx, cy in curves])
+    data_dicts: DataDicts = [
+        {
+            "averaged": {
+                "x": float(g),
+                "mean": float(values[:, i].mean()),
+                "spread": float(values[:, i].std()),
+                "curves": len(curves),
+            }
+        }
+        for i, g in enumerate(grid)
+    ]
+    return data_dicts, {"runs_averaged": len(runs), "source_stream": stream}
+
+
+average_curves.name = "average_curves"  # type: ignore[attr-defined]
+average_curves.version = "1.0"  # type: ignore[attr-defined]
+average_curves.parameters_model = AverageCurvesParameters  # type: ignore[attr-defined]
 
 
 def gaussian_fit(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -113,6 +196,16 @@ def gaussian_fit(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     sigma = np.sqrt(-1 / (2 * c2))
     amplitude = np.exp(c0 - c1**2 / (4 * c2))
     return {"center": float(center), "sigma": float(sigma), "amplitude": float(amplitude)}
+
+
+class ImageProfilePeakParameters(BaseModel):
+    """The parameters of :class:`ImageProfilePeak`."""
+
+    model_config = ConfigDict(extra="forbid")
+    image: str = "cam"
+    x: str = "motor"
+    axis: Literal[0, 1] = 0
+    stream: str = "primary"
 
 
 class ImageProfilePeak:
@@ -136,6 +229,7 @@ class ImageProfilePeak:
 
     name = "image_profile_peak"
     version = "1.0"
+    parameters_model = ImageProfilePeakParameters
 
     def __init__(
         self, image: str = "cam", x: str = "motor", axis: int = 0, stream: str = "primary"

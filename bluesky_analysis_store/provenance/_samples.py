@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from ..core._errors import AnalysisInputError, ProtectedKeyError
@@ -25,6 +25,21 @@ SAMPLE_KEYS = (
     "campaign_name",
     "campaign_uuid",
 )
+
+
+def with_parents_sample(md: Mapping[str, Any], starts: Iterable[Mapping[str, Any]]) -> Any:
+    """``md`` with the sample keys (:data:`SAMPLE_KEYS`) that every parent start shares and
+    ``md`` does not set: the sample follows its data unless the analysis says otherwise. ``md``
+    that is not a mapping is returned as it is (the save refuses it with its own message)."""
+    if not isinstance(md, Mapping):
+        return md
+    starts = list(starts)
+    shared = {
+        key: starts[0][key]
+        for key in SAMPLE_KEYS
+        if starts and key in starts[0] and all(s.get(key) == starts[0][key] for s in starts)
+    }
+    return {**{k: v for k, v in shared.items() if k not in md}, **md}
 
 
 def new_sample_uuid() -> str:

@@ -27,9 +27,10 @@ from ..core._errors import (
     ProvenanceError,
 )
 from ..provenance._capture import capture_code, capture_environment, describe_parent
+from ..provenance._parameters import checked_parameters
 from ..provenance._policy import ProvenancePolicy
 from ..provenance._provenance import Provenance
-from ..provenance._samples import SAMPLE_KEYS
+from ..provenance._samples import with_parents_sample
 from ._routing import is_analysis_run
 
 if TYPE_CHECKING:
@@ -212,10 +213,12 @@ class _Collecting:
 
 
 def _analysis_parameters(analysis: Any, parameters: Mapping[str, Any] | None) -> dict[str, Any]:
-    if parameters is not None:
-        return dict(parameters)
-    declared = getattr(analysis, "parameters", None)
-    return dict(declared) if isinstance(declared, Mapping) else {}
+    """The parameters given, else the analysis' own ``parameters``; checked against what the
+    analysis declares (as reprocessing checks them, so both record the same lineage)."""
+    if parameters is None:
+        declared = getattr(analysis, "parameters", None)
+        parameters = dict(declared) if isinstance(declared, Mapping) else {}
+    return checked_parameters(analysis, parameters, repr(getattr(analysis, "name", analysis)))
 
 
 class LiveAnalysis:
@@ -429,10 +432,7 @@ class LiveAnalysis:
                 earlier.result()
             target = self.source[raw_uid] if self.source is not None else run
             data_dicts, md = self.analysis(target, **self.parameters)
-            if isinstance(md, Mapping):  # the sample follows its data unless the analysis says
-                start: Mapping[str, Any] = run.start  # the sample keys are not event-model's
-                inherited = {k: start[k] for k in SAMPLE_KEYS if k in start}
-                md = {**{k: v for k, v in inherited.items() if k not in md}, **md}
+            md = with_parents_sample(md, [cast("Mapping[str, Any]", run.start)])
             uid = self.store.save(
                 data_dicts,
                 md,

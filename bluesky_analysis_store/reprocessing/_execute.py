@@ -1,0 +1,107 @@
+"""Running the tasks on Dask (``dask.distributed``): a ``LocalCluster`` of worker processes
+(one per core by default) or an existing cluster's scheduler.
+
+Each task is submitted with its upstream tasks' futures as arguments, so Dask starts it as
+soon as those are done, not after the whole procedure. Tasks the store already holds are not
+submitted: their outcome is known, and their uid is passed on.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ._status import TaskState
+from ._tasks import TaskGraph
+from ._worker import TaskOutcome, TaskPayload, run_task
+
+#: Called with each outcome as it arrives (and the outcomes so far).
+Listener = Callable[[TaskOutcome], None]
+
+
+@contextmanager
+def dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
+    """A ``distributed.Client`` on the scheduler at ``scheduler``, or on a new
+    ``LocalCluster`` of ``workers`` processes (default: one per core), one thread each
+    (analyses are CPU-bound Python: threads would share one interpreter lock)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        with Client(scheduler) as client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def known_outcome(state: TaskState) -> TaskOutcome | None:
+    """The outcome of a task the store already holds (None: it must run)."""
+    if state.status == "to_run":
+        return None
+    reason = f"ignored {', '.join(state.ignored)}" if state.status == "loose" else ""
+    return TaskOutcome(state.task.key, state.status, state.uid, state.lineage_hash, reason)
+
+
+def run_on_dask(
+    client: Any,
+    graph: TaskGraph,
+    states: dict[str, TaskState],
+    payload: Callable[[TaskState], TaskPayload],
+    listener: Listener,
+) -> dict[str, TaskOutcome]:
+    """Submit every task to run, each with its upstream futures; the outcomes, by task key."""
+    from distributed import as_completed
+
+    outcomes: dict[str, TaskOutcome] = {}
+    futures: dict[str, Any] = {}
+    token = uuid.uuid4().hex[:8]  # a rerun's keys are new: Dask keeps results by key
+    for key, task in graph.tasks.items():
+        state = states[key]
+        if (known := known_outcome(state)) is not None:
+            outcomes[key] = known
+            listener(known)
+            continue
+        upstream = [futures.get(u, outcomes.get(u)) for u in task.upstream]
+        futures[key] = client.submit(
+            run_task, payload(state), *upstream, key=f"{key}-{token}", pure=False
+        )
+    by_future = {future.key: key for key, future in futures.items()}
+    for future in as_completed(list(futures.values())):
+        key = by_future[future.key]
+        try:
+            outcome = future.result()
+        except Exception as error:  # the worker died (KilledWorker), or Dask failed
+            outcome = TaskOutcome(key, "failed", reason=f"{type(error).__name__}: {error}")
+        outcomes[key] = outcome
+        listener(outcome)
+    return {key: outcomes[key] for key in graph.tasks}
+
+
+def run_here(
+    graph: TaskGraph,
+    states: dict[str, TaskState],
+    payload: Callable[[TaskState], TaskPayload],
+    listener: Listener,
+) -> dict[str, TaskOutcome]:
+    """Run every task in this process, in order (``workers=0``: no Dask)."""
+    outcomes: dict[str, TaskOutcome] = {}
+    for key, task in graph.tasks.items():
+        state = states[key]
+        outcome = known_outcome(state)
+        if outcome is None:
+            outcome = run_task(payload(state), *(outcomes[u] for u in task.upstream))
+        outcomes[key] = outcome
+        listener(outcome)
+    return outcomes

@@ -1,0 +1,164 @@
+"""``reprocess(config, store)``: plan a campaign, skip what is stored, run the rest on Dask."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+from ..core._environment import API_KEY_ENV
+from ._execute import dask_client, run_here, run_on_dask
+from ._procedures import Campaign, load_campaign
+from ._report import ReprocessReport
+from ._status import TaskState, resolve_tasks
+from ._tasks import build_task_graph
+from ._worker import StoreAddress, TaskOutcome, TaskPayload
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class _Progress:
+    """A progress bar per procedure: done (ran), stored, loose, failed, skipped, running."""
+
+    def __init__(self, report: ReprocessReport, shown: bool) -> None:
+        from tqdm import tqdm
+
+        self._procedure = {key: state.task.procedure for key, state in report.states.items()}
+        counts = report.summary()
+        self._bars = {
+            name: tqdm(total=row.tasks, desc=name, position=i, unit="task", disable=not shown)
+            for i, (name, row) in enumerate(counts.items())
+        }
+        self._counts = {
+            name: dict.fromkeys(("ran", "stored", "loose", "failed", "skipped"), 0)
+            for name in counts
+        }
+        self._todo = {name: row.to_run for name, row in counts.items()}
+
+    def __call__(self, outcome: TaskOutcome) -> None:
+        name = self._procedure[outcome.key]
+        counts = self._counts[name]
+        counts[outcome.status] += 1
+        if outcome.status not in ("stored", "loose") or outcome.uid is None:
+            self._todo[name] -= 1
+        bar = self._bars[name]
+        bar.set_postfix(
+            {**{k: v for k, v in counts.items() if v}, "pending": self._todo[name]}, refresh=False
+        )
+        bar.update(1)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+
+
+def reprocess(
+    config: str | Path | Campaign,
+    store: str | Path,
+    *,
+    raw: str | None = None,
+    root: str | Path | None = None,
+    api_key: str | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    dry_run: bool = False,
+    progress: bool = False,
+    say: Callable[[str], None] = _say,
+) -> ReprocessReport:
+    """Run the procedures of ``config`` over the raw catalog into ``store``; see ``bas
+    reprocess``.
+
+    Every task's lineage is looked up first: what is stored is skipped and its uid reused
+    downstream (strictly, or loosely where a procedure allows it); the rest runs on Dask, each
+    task as soon as the tasks it reads are done, and saves its result with provenance. A
+    failing task is recorded (``store.failed_analyses()``) and the tasks that read it are
+    skipped; the rest goes on. Killed and run again, a campaign redoes only what is missing.
+
+    Parameters
+    ----------
+    config : path or Campaign
+        The procedure file (YAML; see :func:`load_campaign`), validated before anything runs.
+    store : path or URI
+        Where results go: an embedded store's directory (its local server is shared with the
+        workers) or a ``bas serve`` URI (the workers insert into it directly).
+    raw : str, optional
+        The raw catalog's container in the store's tiled tree (e.g. ``"raw"``).
+    root : path, optional
+        For a served store: where derived files are written (its readable storage).
+    api_key : str, optional
+        For a served store (default: ``$BAS_API_KEY``); the workers get it too.
+    workers : int, optional
+        Worker processes of a new ``LocalCluster`` (default: one per core); 0 runs every
+        task in this process, without Dask.
+    scheduler : str, optional
+        The address of a running Dask scheduler (``tcp://host:8786``) instead of a new
+        cluster; its workers must be able to import the analyses and reach the store.
+    dry_run : bool
+        Plan only: the report says, per procedure, how many tasks are stored, loose, stale and
+        to run; nothing runs and nothing is written.
+    progress : bool
+        Show a progress bar per procedure, and the Dask dashboard's address.
+    say : callable
+        Where the dashboard's address is told (default: standard error).
+
+    Returns
+    -------
+    ReprocessReport
+
+    Raises
+    ------
+    ProcedureError
+        The procedure file is invalid (every problem listed); nothing ran.
+    """
+    began = time.monotonic()
+    campaign = config if isinstance(config, Campaign) else load_campaign(config)
+    address = StoreAddress(
+        str(store)
+        if str(store).startswith(("http://", "https://"))
+        else str(Path(store).resolve()),
+        None if root is None else str(root),
+        raw,
+        api_key if api_key is not None else os.environ.get(API_KEY_ENV),
+    )
+    with ExitStack() as stack:
+        stack.callback(address.close)
+        opened = address.open()
+        graph = build_task_graph(campaign, opened.raw)
+        states = resolve_tasks(graph, opened.runs)
+        report = ReprocessReport(campaign.name, dry_run, states, left_out=graph.left_out)
+        if dry_run:
+            report.seconds = time.monotonic() - began
+            return report
+
+        def payload(state: TaskState) -> TaskPayload:
+            procedure = campaign.procedures[state.task.procedure]
+            return TaskPayload(
+                key=state.task.key,
+                campaign=campaign.name,
+                procedure=procedure.name,
+                analysis=procedure.spec.analysis,
+                parameters=procedure.parameters,
+                group=procedure.spec.per != "run",
+                raw_parents=state.task.raw_parents,
+                retries=procedure.retries,
+                supersedes=tuple(run.uid for run in state.stale),
+                store=address,
+            )
+
+        bars = _Progress(report, progress)
+        stack.callback(bars.close)
+        if workers == 0 or all(s.status != "to_run" for s in states.values()):
+            report.outcomes = run_here(graph, states, payload, bars)  # nothing for Dask to do
+        else:
+            with dask_client(workers, scheduler) as client:
+                report.dashboard = client.dashboard_link
+                if progress:
+                    say(f"Dask dashboard: {report.dashboard}")
+                report.outcomes = run_on_dask(client, graph, states, payload, bars)
+    report.seconds = time.monotonic() - began
+    return report
