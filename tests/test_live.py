@@ -81,7 +81,9 @@ def test_callback_path_saves_a_derived_run_with_the_raw_run_as_parent(store, eng
     start = store[derived].metadata["start"]
     assert start["analysis_name"] == "normalize_and_bin"
     assert start["analysis_version"] == "1.0"
-    assert start["provenance"]["parameters"] == parameters
+    # recorded as the analysis' parameters model gives them, defaults included
+    recorded = {"detector": "det", "monitor": "noisy_det", "x": "motor", "bins": 4}
+    assert start["provenance"]["parameters"] == {**recorded, "stream": "primary"}
     assert start["parent_uids"] == [raw_uid]
     assert start["sample_name"] == "LaB6 standard"  # the sample follows its data
     assert store.of_sample(packet["sample_uuid"]) == [derived]

@@ -6,3 +6,9 @@ RUN_SPEC = "BlueskyRun"
 #: ``bas fsck``'s default grace period (seconds): younger runs and files may still be being
 #: written. Here, not in ``store._fsck``, so that ``bas``'s parser reads it without numpy.
 FSCK_GRACE = 600.0
+
+#: The start key listing the runs a new run supersedes (``bas reprocess`` writes it when it
+#: recomputes a stale run; the old run stays).
+SUPERSEDES_KEY = "supersedes"
+#: The start key where ``bas reprocess`` records the campaign and procedure of a run.
+REPROCESS_KEY = "reprocess"

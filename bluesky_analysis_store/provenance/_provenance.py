@@ -69,6 +69,16 @@ class InputFile(_Strict):
     mtime: float
 
 
+class LooseMatch(_Strict):
+    """A parent reused by loose matching (``bas reprocess``): a stored run accepted although its
+    lineage differs from the one asked for in what ``ignored`` names."""
+
+    uid: str = Field(pattern=UID_PATTERN, description="The parent run reused.")
+    ignored: tuple[str, ...] = Field(
+        description="What it was allowed to differ in, e.g. 'version of normalize_and_bin'."
+    )
+
+
 class Provenance(_Strict):
     """What produced an analysis run: code, environment, parents, input files, parameters, time.
 
@@ -85,6 +95,9 @@ class Provenance(_Strict):
         default_factory=dict, description="The analysis' configuration (JSON-safe)."
     )
     created: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    loose_matches: tuple[LooseMatch, ...] = Field(
+        default=(), description="Parents reused by loose matching, and what was ignored (not lineage)."
+    )
 
     @property
     def parent_uids(self) -> list[str]:

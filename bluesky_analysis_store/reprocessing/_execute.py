@@ -50,8 +50,9 @@ def known_outcome(state: TaskState) -> TaskOutcome | None:
     """The outcome of a task the store already holds (None: it must run)."""
     if state.status == "to_run":
         return None
-    reason = f"ignored {', '.join(state.ignored)}" if state.status == "loose" else ""
-    return TaskOutcome(state.task.key, state.status, state.uid, state.lineage_hash, reason)
+    return TaskOutcome(
+        state.task.key, state.status, state.uid, state.lineage_hash, ignored=state.ignored
+    )
 
 
 def run_on_dask(

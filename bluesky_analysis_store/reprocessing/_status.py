@@ -24,14 +24,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..core._names import REPROCESS_KEY
 from ..provenance._provenance import ParentRun, Provenance, canonical_json
 from ._procedures import ResolvedProcedure
 from ._tasks import Task, TaskGraph
-
-#: The start key where reprocessing records its campaign and procedure.
-REPROCESS_KEY = "reprocess"
-#: The start key listing the runs a new run supersedes.
-SUPERSEDES_KEY = "supersedes"
 
 Status = Literal["stored", "loose", "to_run"]
 

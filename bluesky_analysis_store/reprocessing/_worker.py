@@ -13,11 +13,11 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..core._names import REPROCESS_KEY, SUPERSEDES_KEY
 from ..provenance._capture import capture_environment, describe_parent
-from ..provenance._provenance import Provenance
+from ..provenance._provenance import LooseMatch, Provenance
 from ..provenance._samples import with_parents_sample
 from ._analyses import find_analysis
-from ._status import REPROCESS_KEY, SUPERSEDES_KEY
 
 if TYPE_CHECKING:
     from ..store._store import AnalysisStore
@@ -94,8 +94,10 @@ class TaskOutcome:
         The run saved or reused, or the failure record.
     lineage_hash : str or None
     reason : str
-        Why it failed or was skipped; what a loose match ignored.
+        Why it failed or was skipped.
     attempts : int
+    ignored : tuple of str
+        What a loose match ignored.
     """
 
     key: str
@@ -104,6 +106,7 @@ class TaskOutcome:
     lineage_hash: str | None = None
     reason: str = ""
     attempts: int = 0
+    ignored: tuple[str, ...] = ()
 
 
 def run_task(payload: TaskPayload, *upstream: TaskOutcome) -> TaskOutcome:
@@ -135,6 +138,11 @@ def _run(payload: TaskPayload, upstream: tuple[TaskOutcome, ...]) -> TaskOutcome
         environment=capture_environment(),
         parents=tuple(describe_parent(start) for start in starts),
         parameters=payload.parameters,
+        loose_matches=tuple(
+            LooseMatch(uid=o.uid, ignored=o.ignored)
+            for o in upstream
+            if o.status == "loose" and o.uid is not None
+        ),
     )
     lineage = provenance.lineage_hash()
     if saved := store.with_lineage(lineage):  # stored meanwhile, or by a killed campaign

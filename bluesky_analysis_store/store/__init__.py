@@ -18,6 +18,7 @@ _EXPORTS = {
     "ExitStatus": "._queries",
     "LineageHash": "._queries",
     "SampleUUID": "._queries",
+    "Supersedes": "._queries",
     "AnalysisStore": "._store",
     "BackgroundStore": "._background",
 }
@@ -37,5 +38,6 @@ if TYPE_CHECKING:
         ExitStatus,
         LineageHash,
         SampleUUID,
+        Supersedes,
     )
     from ._store import AnalysisStore

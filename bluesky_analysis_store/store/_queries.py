@@ -28,6 +28,16 @@ def DerivedFrom(uid: str) -> Any:  # noqa: N802 - a query constructor, like tile
     return Contains("start.parent_uids", uid)
 
 
+def Supersedes(uid: str) -> Any:  # noqa: N802
+    """Runs that supersede ``uid``: ``bas reprocess`` recomputed it under a new lineage (another
+    version, other parameters, a recomputed parent); the old run stays."""
+    from tiled.queries import Contains
+
+    from ..core._names import SUPERSEDES_KEY
+
+    return Contains(f"start.{SUPERSEDES_KEY}", uid)
+
+
 def LineageHash(lineage_hash: str) -> Any:  # noqa: N802
     """Runs of exactly this analysis, version, parameters and parents (see ``lineage_hash``)."""
     from tiled.queries import Eq

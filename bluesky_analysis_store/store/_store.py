@@ -27,6 +27,7 @@ from ._queries import (
     ExitStatus,
     LineageHash,
     SampleUUID,
+    Supersedes,
     breadth_first,
     derived_from,
     finished,
@@ -430,6 +431,12 @@ class AnalysisStore(ClosingContext):
         if answer is not None:
             return [uid for uid, _ in answer["runs"]]
         return finished(self.runs, LineageHash(lineage_hash), include_incomplete=include_incomplete)
+
+    def superseded_by(self, uid: str, *, include_incomplete: bool = False) -> list[str]:
+        """Uids of the (complete) runs that supersede ``uid`` (``bas reprocess`` recomputed it:
+        another analysis version, other parameters, or a recomputed parent); empty while it is
+        current."""
+        return finished(self.runs, Supersedes(uid), include_incomplete=include_incomplete)
 
     def of_sample(self, sample_uuid: str, *, include_incomplete: bool = False) -> list[str]:
         """Uids of the (complete) runs about one sample."""
