@@ -13,7 +13,9 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..core._errors import NotFoundError
 from ..core._names import REPROCESS_KEY, SUPERSEDES_KEY
+from ..insert._runs import stored_run
 from ..provenance._capture import capture_environment, describe_parent
 from ..provenance._provenance import LooseMatch, Provenance
 from ..provenance._samples import with_parents_sample
@@ -120,8 +122,13 @@ def run_task(payload: TaskPayload, *upstream: TaskOutcome) -> TaskOutcome:
             "skipped",
             reason="; ".join(f"{o.key} {o.status}" for o in blocked),
         )
+    import dask
+
     try:
-        return _run(payload, upstream)
+        # tiled's clients read tables as dask collections: computed on this worker's own
+        # thread, not sent back to the cluster as tasks that wait behind the campaign's
+        with dask.config.set(scheduler="synchronous"):
+            return _run(payload, upstream)
     except Exception as error:
         logger.exception("%s could not run", payload.key)
         return TaskOutcome(payload.key, "failed", reason=f"{type(error).__name__}: {error}")
@@ -130,9 +137,16 @@ def run_task(payload: TaskPayload, *upstream: TaskOutcome) -> TaskOutcome:
 def _run(payload: TaskPayload, upstream: tuple[TaskOutcome, ...]) -> TaskOutcome:
     store = payload.store.open()
     analysis = find_analysis(payload.analysis)
-    raw = list(payload.raw_parents)
-    derived = [o.uid for o in upstream if o.uid is not None]
-    starts = [store.start_document(uid) or {"uid": uid} for uid in raw + derived]
+    # each parent is read once, by key in its own catalog: its start document comes with it
+    # (not looked up in the analysis catalog, then the raw one, then read: 3 requests)
+    parents = [(store.raw, uid) for uid in payload.raw_parents] + [
+        (store.runs, o.uid) for o in upstream if o.uid is not None
+    ]
+    runs = [stored_run(catalog, uid) for catalog, uid in parents]
+    starts = [
+        {"uid": uid} if run is None else dict(run.metadata["start"])
+        for (_, uid), run in zip(parents, runs, strict=True)
+    ]
     provenance = Provenance(
         code=analysis.code,
         environment=capture_environment(),
@@ -147,7 +161,8 @@ def _run(payload: TaskPayload, upstream: tuple[TaskOutcome, ...]) -> TaskOutcome
     lineage = provenance.lineage_hash()
     if saved := store.with_lineage(lineage):  # stored meanwhile, or by a killed campaign
         return TaskOutcome(payload.key, "stored", saved[0], lineage)
-    runs = [store.raw[uid] for uid in raw] + [store.runs[uid] for uid in derived]
+    if missing := [uid for (_, uid), run in zip(parents, runs, strict=True) if run is None]:
+        raise NotFoundError(f"parent run(s) not in the store: {', '.join(missing)}")
     error: Exception = RuntimeError("not run")  # replaced by the first attempt's error
     for attempt in range(1, payload.retries + 2):
         try:
