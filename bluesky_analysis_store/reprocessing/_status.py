@@ -209,7 +209,7 @@ class _Resolver:
         return slot
 
     def _why_stale(
-        self, uid: str, procedure: ResolvedProcedure, replaced_parents: set[str]
+        self, uid: str, procedure: ResolvedProcedure, replaced_parents: dict[str, str]
     ) -> tuple[str, ...]:
         start = self.stored.starts[uid]
         record = _provenance_of(start)
@@ -228,7 +228,9 @@ class _Resolver:
             for key in changed
         )
         reasons.extend(
-            f"parent {p} is replaced" for p in start.get("parent_uids", []) if p in replaced_parents
+            f"parent {p} {replaced_parents[p]}"
+            for p in start.get("parent_uids", [])
+            if p in replaced_parents
         )
         return tuple(reasons) or ("its inputs changed",)
 
@@ -254,7 +256,16 @@ class _Resolver:
         loose = procedure.spec.loose
         if state.status == "to_run" and (loose.versions or loose.parameters):
             self._match_loosely(state, procedure, slot)
-        replaced = {s.uid for u in upstream for s in u.stale}
+        replaced = {  # a stale parent, and what becomes of it
+            s.uid: (
+                f"is stale and its task {u.task.key} is recorded as failed "
+                f"({', '.join(u.failed_before)})"
+                if u.failed_before
+                else "is stale (recomputed)"
+            )
+            for u in upstream
+            for s in u.stale
+        }
         state.stale = [
             StaleRun(uid, task.procedure, self._why_stale(uid, procedure, replaced))
             for uid in sorted(slot)
