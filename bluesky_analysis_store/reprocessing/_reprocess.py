@@ -143,7 +143,8 @@ def reprocess(
                 procedure=procedure.name,
                 analysis=procedure.spec.analysis,
                 parameters=procedure.parameters,
-                group=procedure.spec.per != "run",
+                # a list for a group, or for a run read from several procedures
+                group=procedure.spec.per != "run" or len(procedure.upstream) > 1,
                 raw_parents=state.task.raw_parents,
                 retries=procedure.retries,
                 supersedes=tuple(run.uid for run in state.stale),
