@@ -33,7 +33,16 @@ from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ..core._errors import ProcedureError, UnknownAnalysisError
 from ..provenance._parameters import parameter_problems
@@ -110,15 +119,20 @@ class Procedure(_Strict):
     parameters: dict[str, JsonValue] = Field(default_factory=dict)
     inputs: Inputs
     per: Literal["run", "sample", "scan_range", "all"] = "run"
-    scan_range: int | None = Field(None, gt=0, description="Scans per group (per: scan_range).")
+    scan_range: int | None = Field(
+        None, gt=0, validate_default=True, description="Scans per group (per: scan_range)."
+    )
     loose: Loose = Field(default_factory=Loose)
     retries: int | None = Field(None, ge=0, description="Default: the file's.")
 
-    @model_validator(mode="after")
-    def _range_size(self) -> Procedure:
-        if (self.per == "scan_range") != (self.scan_range is not None):
+    @field_validator("scan_range")
+    @classmethod
+    def _range_size(cls, value: int | None, info: ValidationInfo) -> int | None:
+        # a field validator (not the model's), so that the problem names the field
+        per = info.data.get("per")
+        if per is not None and (per == "scan_range") != (value is not None):
             raise ValueError("scan_range (scans per group) is given with per: scan_range only")
-        return self
+        return value
 
 
 class ProcedureFile(_Strict):
