@@ -321,6 +321,10 @@ def test_fields_of_a_procedure_are_checked_each_named(tmp_path):
             analysis: reprocess_analyses:scaled_sum
             version: "1"
             inputs: {raw: {scan_id: [5, 1]}}
+          when:
+            analysis: reprocess_analyses:scaled_sum
+            version: "1"
+            inputs: {raw: {since: yesterday, until: "2026-03-01T08:00"}}
         """,
     )
     problems = problems_of(path)
@@ -335,6 +339,8 @@ def test_fields_of_a_procedure_are_checked_each_named(tmp_path):
         f"{where}'typo': analysis: Field required",
         f"{where}'typo': inputs.raw.colour: Extra inputs are not permitted",
         f"{where}'empty': inputs.raw: scan_id range [5, 1] is empty: first > last",
+        f"{where}'when': inputs.raw.since: 'yesterday' is not an ISO date or time (2026-03-01 "
+        "or 2026-03-01T08:00)",
         f"{where}'typo': per: Input should be 'run', 'sample', 'scan_range' or 'all'",
         f"{where}'typo': analysis_name: Extra inputs are not permitted",
     ]
@@ -473,11 +479,6 @@ def test_raw_queries_select_the_runs(lab, query, scan_ids):
     found = find_raw_runs(lab.store.raw, RawQuery.model_validate(query))
     assert sorted(start["scan_id"] for start in found.values()) == scan_ids
     assert set(found) == set(lab.uid(*scan_ids))
-
-
-def test_a_time_that_is_not_iso_is_a_procedure_error(lab):
-    with pytest.raises(ProcedureError, match=r"inputs\.raw\.since: 'yesterday' is not an ISO"):
-        find_raw_runs(lab.store.raw, RawQuery(since="yesterday"))
 
 
 def test_grouping_makes_the_expected_tasks(lab, tmp_path):
@@ -633,7 +634,7 @@ def test_chained_procedures_save_results_with_provenance(lab, chain):
     }
 
 
-def test_a_rerun_saves_nothing_and_a_dry_run_writes_nothing(lab, chain):
+def test_a_rerun_saves_nothing_and_a_dry_run_writes_nothing(lab, chain, capsys):
     directory, first, _ = chain
     before = lab.derived_runs()
     # workers=None would start a LocalCluster: everything stored, none starts
@@ -664,6 +665,12 @@ def test_a_rerun_saves_nothing_and_a_dry_run_writes_nothing(lab, chain):
     }
     header = ["procedure", "tasks", "stored", "loose", "stale", "to", "run"]
     assert dry.table().splitlines()[0].split() == header  # no "ran" column: nothing ran
+    code, out = bas(capsys, "reprocess", str(other), "--store", str(lab.directory), "--dry-run")
+    assert code == 0
+    assert out.splitlines() == [
+        "campaign chain: what would run (nothing ran)",
+        *dry.table().splitlines(),
+    ]
     assert lab.derived_runs() == before
 
 
@@ -786,7 +793,9 @@ def test_loose_matching_reuses_runs_and_is_reported_and_recorded(lab, tmp_path):
 # --- failures and retries -------------------------------------------------------------------
 
 
-def test_a_failing_task_is_recorded_its_dependents_skipped_and_the_rest_saved(lab, tmp_path):
+def test_a_failing_task_is_recorded_its_dependents_skipped_and_the_rest_saved(
+    lab, tmp_path, capsys
+):
     path = procedure_file(
         tmp_path,
         """
@@ -844,6 +853,16 @@ def test_a_failing_task_is_recorded_its_dependents_skipped_and_the_rest_saved(la
     assert planned.states[f"odd[{one}]"].failed_before == [failed.uid]
     assert planned.states[f"odd[{one}]"].status == "to_run"
     assert planned.states[f"odd[{two}]"].status == "stored"
+    code, out = bas(capsys, "stale", str(path), "--store", str(lab.directory))
+    assert code == 0  # a failure is not stale: it is missing
+    assert f"{failed.uid}  odd[{one}]: recorded as failed; it will run again" in out.splitlines()
+
+    code, out = bas(capsys, "reprocess", str(path), "--store", str(lab.directory), "--workers", "0")
+    assert code == 1  # it failed again
+    assert f"odd[{one}]: failed: AnalysisFailed: scan 1 is odd" in out
+    assert f"after[{one}]: skipped: odd[{one}] failed" in out
+    assert len(lab.store.failed_analyses("fails_on_odd_scan")) == 2
+    assert lab.derived_runs() == before + 4  # one more failure record, nothing else
 
 
 def test_a_task_that_fails_once_is_saved_by_a_retry(lab, tmp_path):

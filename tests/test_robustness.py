@@ -555,6 +555,9 @@ ALLOWED_BUILTIN_RAISES = {
     ("_lazy.py", "AttributeError"),  # a module __getattr__ must raise it
     ("_background.py", "AttributeError"),  # so must a class's __getattr__
     ("_files.py", "NotImplementedError"),
+    # pydantic validators report a problem by raising ValueError; load_campaign gathers them
+    # into one ProcedureError
+    ("_procedures.py", "ValueError"),
 }
 BUILTIN_EXCEPTIONS = {
     name

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +48,12 @@ from pydantic import (
 from ..core._errors import ProcedureError, UnknownAnalysisError
 from ..provenance._parameters import parameter_problems
 from ._analyses import AnalysisPlugin, find_analysis
+
+
+def iso_timestamp(text: str) -> float:
+    """Seconds since the epoch of an ISO date or time; a naive one is local time, as the
+    RunEngine's ``start.time`` is (``ValueError`` if ``text`` is not ISO)."""
+    return datetime.fromisoformat(text).timestamp()
 
 
 class _Strict(BaseModel):
@@ -71,6 +78,18 @@ class RawQuery(_Strict):
     exit_status: str | None = Field(
         "success", description="The runs' stop exit_status (null: any, unfinished runs too)."
     )
+
+    @field_validator("since", "until")
+    @classmethod
+    def _iso_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                iso_timestamp(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not an ISO date or time (2026-03-01 or 2026-03-01T08:00)"
+                ) from None
+        return value
 
     @model_validator(mode="after")
     def _ordered_scan_ids(self) -> RawQuery:
