@@ -891,3 +891,37 @@ def test_a_task_that_fails_once_is_saved_by_a_retry(lab, tmp_path):
 
 def _total_attempts(run: Any) -> int:
     return int(np.asarray(run["result"].read()["attempts"])[0])
+
+
+def test_one_lineage_is_saved_once_and_a_query_that_finds_nothing_shows(lab, tmp_path, capsys):
+    path = procedure_file(
+        tmp_path,
+        """
+        name: twins
+        procedures:
+          twin_a:
+            analysis: reprocess_analyses:scaled_sum
+            version: "1"
+            parameters: {scale: 11}
+            inputs: {raw: {scan_id: 5}}
+          twin_b:
+            analysis: reprocess_analyses:scaled_sum
+            version: "1"
+            parameters: {scale: 11, detector: det}
+            inputs: {raw: {scan_id: 5}}
+          nothing:
+            analysis: reprocess_analyses:scaled_sum
+            version: "1"
+            inputs: {raw: {plan_name: no_such_plan}}
+        """,
+    )
+    before = lab.derived_runs()
+    report = lab.reprocess(path, progress=True)
+    a, b = (report.outcomes[f"twin_{x}[{lab.uids[5]}]"] for x in "ab")
+    # both to run when planned; the second finds the first's run when it runs: no duplicate
+    assert [s.status for s in report.states.values()] == ["to_run", "to_run"]
+    assert (a.status, b.status, b.uid) == ("ran", "stored", a.uid)
+    assert lab.derived_runs() == before + 1
+    rows = [line.split() for line in report.table().splitlines()[1:]]
+    assert rows[2] == ["nothing", "0", "0", "0", "0", "0", "0", "0", "0"]
+    assert "twin_b" in capsys.readouterr().err  # its progress bar

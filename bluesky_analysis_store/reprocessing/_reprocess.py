@@ -29,6 +29,9 @@ class _Progress:
         from tqdm import tqdm
 
         self._procedure = {key: state.task.procedure for key, state in report.states.items()}
+        # a task planned to run may end "stored" (its worker found it saved meanwhile): it is
+        # no longer pending either
+        self._planned = {key: state.status == "to_run" for key, state in report.states.items()}
         counts = report.summary()
         self._bars = {
             name: tqdm(total=row.tasks, desc=name, position=i, unit="task", disable=not shown)
@@ -44,7 +47,7 @@ class _Progress:
         name = self._procedure[outcome.key]
         counts = self._counts[name]
         counts[outcome.status] += 1
-        if outcome.status not in ("stored", "loose") or outcome.uid is None:
+        if self._planned[outcome.key]:
             self._todo[name] -= 1
         bar = self._bars[name]
         bar.set_postfix(
@@ -130,7 +133,13 @@ def reprocess(
         opened = address.open()
         graph = build_task_graph(campaign, opened.raw)
         states = resolve_tasks(graph, opened.runs)
-        report = ReprocessReport(campaign.name, dry_run, states, left_out=graph.left_out)
+        report = ReprocessReport(
+            campaign.name,
+            dry_run,
+            states,
+            left_out=graph.left_out,
+            procedures=tuple(campaign.procedures),
+        )
         if dry_run:
             report.seconds = time.monotonic() - began
             return report
