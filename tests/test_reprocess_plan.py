@@ -913,15 +913,32 @@ def test_one_lineage_is_saved_once_and_a_query_that_finds_nothing_shows(lab, tmp
             analysis: reprocess_analyses:scaled_sum
             version: "1"
             inputs: {raw: {plan_name: no_such_plan}}
+          tripled:
+            analysis: reprocess_analyses:scaled_sum
+            version: "1"
+            parameters: {scale: 3}
+            inputs: {raw: {scan_id: 5}}
+          both:
+            analysis: reprocess_analyses:merge_runs
+            version: "1"
+            inputs: {procedures: [twin_a, tripled]}
         """,
     )
     before = lab.derived_runs()
     report = lab.reprocess(path, progress=True)
     a, b = (report.outcomes[f"twin_{x}[{lab.uids[5]}]"] for x in "ab")
     # both to run when planned; the second finds the first's run when it runs: no duplicate
-    assert [s.status for s in report.states.values()] == ["to_run", "to_run"]
+    assert {s.status for s in report.states.values()} == {"to_run"}
     assert (a.status, b.status, b.uid) == ("ran", "stored", a.uid)
-    assert lab.derived_runs() == before + 1
+    assert lab.derived_runs() == before + 3  # twin_a, tripled, both
     rows = [line.split() for line in report.table().splitlines()[1:]]
     assert rows[2] == ["nothing", "0", "0", "0", "0", "0", "0", "0", "0"]
+    # a per-run procedure reading two procedures gets both of their runs of the raw run
+    tripled = report.uid(f"tripled[{lab.uids[5]}]")
+    (both,) = (o for k, o in report.outcomes.items() if k.startswith("both"))
+    assert sorted(lab.store.start_document(both.uid)["parent_uids"]) == sorted([a.uid, tripled])
+    merged = lab.store.runs[both.uid]["merged"].read()
+    assert int(np.asarray(merged["runs"])[0]) == 2
+    expected = _total(lab.store.runs[a.uid]) + _total(lab.store.runs[tripled])
+    assert float(np.asarray(merged["total"])[0]) == pytest.approx(expected)
     assert "twin_b" in capsys.readouterr().err  # its progress bar

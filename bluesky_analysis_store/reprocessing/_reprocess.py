@@ -152,7 +152,9 @@ def reprocess(
                 procedure=procedure.name,
                 analysis=procedure.spec.analysis,
                 parameters=procedure.parameters,
-                group=procedure.spec.per != "run",
+                # a list for a group, and for a per-run procedure that reads several
+                # procedures (their outputs of the same raw run), not just the first of them
+                group=procedure.spec.per != "run" or len(procedure.upstream) > 1,
                 raw_parents=state.task.raw_parents,
                 retries=procedure.retries,
                 supersedes=tuple(run.uid for run in state.stale),
