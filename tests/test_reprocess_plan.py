@@ -127,13 +127,14 @@ def procedure_file(directory: Path, text: str, name: str = "campaign.yaml") -> P
     return path
 
 
-def bas(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    """``bas ARGS`` in this process: its exit code and standard output."""
+def bas(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``bas ARGS`` in this process: its exit code, standard output and error."""
     from bluesky_analysis_store.cli import main
 
     capsys.readouterr()
     code = main(list(args))
-    return code, capsys.readouterr().out
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def problems_of(path: Path) -> list[str]:
@@ -381,6 +382,18 @@ def test_an_invalid_file_writes_nothing_and_starts_no_dask(lab, tmp_path):
     assert lab.derived_runs() == before
     if not dask_before:
         assert "distributed" not in sys.modules
+
+
+def test_a_store_that_does_not_exist_is_not_created(tmp_path, capsys):
+    config = procedure_file(tmp_path, SUMS)
+    typo = tmp_path / "stroe"
+    code, _, err = bas(capsys, "reprocess", str(config), "--store", str(typo), "--workers", "0")
+    assert code == 1
+    assert err.splitlines()[-1] == (
+        f"bas reprocess: error: no analysis store at {typo}: reprocessing reads the raw catalog "
+        "of an existing store (check --store)"
+    )
+    assert not typo.exists()
 
 
 # --- includes and analyses as plugins -------------------------------------------------------
@@ -665,7 +678,7 @@ def test_a_rerun_saves_nothing_and_a_dry_run_writes_nothing(lab, chain, capsys):
     }
     header = ["procedure", "tasks", "stored", "loose", "stale", "to", "run"]
     assert dry.table().splitlines()[0].split() == header  # no "ran" column: nothing ran
-    code, out = bas(capsys, "reprocess", str(other), "--store", str(lab.directory), "--dry-run")
+    code, out, _ = bas(capsys, "reprocess", str(other), "--store", str(lab.directory), "--dry-run")
     assert code == 0
     assert out.splitlines() == [
         "campaign chain: what would run (nothing ran)",
@@ -681,7 +694,7 @@ def test_a_version_bump_makes_runs_stale_and_reprocessing_supersedes_them(lab, c
     v2 = chain_file(directory, "scaled_sum_v2", "2")
     store = str(lab.directory)
 
-    code, out = bas(capsys, "stale", str(v2), "--store", store)
+    code, out, _ = bas(capsys, "stale", str(v2), "--store", store)
     assert code == 1
     lines = out.splitlines()
     for uid in old_sums.values():
@@ -712,11 +725,11 @@ def test_a_version_bump_makes_runs_stale_and_reprocessing_supersedes_them(lab, c
     new_merged = lab.store.start_document(report.uid("merged[sample SA-2]"))
     assert new_merged["parent_uids"] == [report.uid(f"sums[{lab.uids[3]}]")]
 
-    code, out = bas(capsys, "stale", str(v2), "--store", store)
+    code, out, _ = bas(capsys, "stale", str(v2), "--store", store)
     assert (code, out.splitlines()[0]) == (0, "nothing stale")
 
     rescaled = chain_file(directory, "scaled_sum_v2", "2", scale=3)
-    code, out = bas(capsys, "stale", str(rescaled), "--store", store)
+    code, out, _ = bas(capsys, "stale", str(rescaled), "--store", store)
     assert code == 1
     for raw_uid in lab.uid(1, 2, 3):
         assert f"{report.uid(f'sums[{raw_uid}]')}  sums: parameter scale: 2.0 -> 3.0" in out
@@ -749,7 +762,7 @@ def loose_file(directory: Path, analysis: str, version: str, scale: int, loose: 
     return procedure_file(directory, text, name)
 
 
-def test_loose_matching_reuses_runs_and_is_reported_and_recorded(lab, tmp_path):
+def test_loose_matching_reuses_runs_and_is_reported_and_recorded(lab, tmp_path, capsys):
     old = lab.reprocess(loose_file(tmp_path, "scaled_sum", "1", 7))
     old_uids = {k: o.uid for k, o in old.outcomes.items()}
     assert [o.status for o in old.outcomes.values()] == ["ran", "ran"]
@@ -772,6 +785,10 @@ def test_loose_matching_reuses_runs_and_is_reported_and_recorded(lab, tmp_path):
         {"uid": uid, "ignored": ["version of scaled_sum"]} for uid in sorted(old_uids.values())
     ]
 
+    # what a loose match reused is not stale under the loose configuration
+    code, out, _ = bas(capsys, "stale", str(versions), "--store", str(lab.directory))
+    assert (code, out.splitlines()[0]) == (0, "nothing stale")
+
     before = lab.derived_runs()
     parameters = loose_file(tmp_path, "scaled_sum", "1", 8, "loose: {parameters: [scale]}")
     again = lab.reprocess(parameters)
@@ -787,6 +804,11 @@ def test_loose_matching_reuses_runs_and_is_reported_and_recorded(lab, tmp_path):
     row = strict.summary()["lsum"]
     assert (row.tasks, row.stored, row.loose, row.to_run, row.stale) == (2, 0, 0, 2, 2)
     assert {r.reasons for r in strict.stale if r.procedure == "lsum"} == {("version 1 -> 2",)}
+    (merge_stale,) = (r for r in strict.stale if r.procedure == "lmerge")
+    assert merge_stale.uid == report.uid("lmerge[all]")
+    assert sorted(merge_stale.reasons) == sorted(
+        f"parent {u} is replaced" for u in old_uids.values()
+    )
     assert lab.derived_runs() == before
 
 
@@ -853,11 +875,13 @@ def test_a_failing_task_is_recorded_its_dependents_skipped_and_the_rest_saved(
     assert planned.states[f"odd[{one}]"].failed_before == [failed.uid]
     assert planned.states[f"odd[{one}]"].status == "to_run"
     assert planned.states[f"odd[{two}]"].status == "stored"
-    code, out = bas(capsys, "stale", str(path), "--store", str(lab.directory))
+    code, out, _ = bas(capsys, "stale", str(path), "--store", str(lab.directory))
     assert code == 0  # a failure is not stale: it is missing
     assert f"{failed.uid}  odd[{one}]: recorded as failed; it will run again" in out.splitlines()
 
-    code, out = bas(capsys, "reprocess", str(path), "--store", str(lab.directory), "--workers", "0")
+    code, out, _ = bas(
+        capsys, "reprocess", str(path), "--store", str(lab.directory), "--workers", "0"
+    )
     assert code == 1  # it failed again
     assert f"odd[{one}]: failed: AnalysisFailed: scan 1 is odd" in out
     assert f"after[{one}]: skipped: odd[{one}] failed" in out

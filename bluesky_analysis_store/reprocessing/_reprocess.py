@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from ..core._environment import API_KEY_ENV
+from ..core._errors import NotFoundError
 from ._execute import dask_client, run_here, run_on_dask
 from ._procedures import Campaign, load_campaign
 from ._report import ReprocessReport
@@ -117,13 +118,20 @@ def reprocess(
     ------
     ProcedureError
         The procedure file is invalid (every problem listed); nothing ran.
+    NotFoundError
+        ``store`` is a directory that does not exist (opening it would make an empty store).
     """
     began = time.monotonic()
     campaign = config if isinstance(config, Campaign) else load_campaign(config)
+    served = str(store).startswith(("http://", "https://"))
+    if not served and not Path(store).is_dir():
+        # opening would create an empty store (and raw catalog): nothing to reprocess there
+        raise NotFoundError(
+            f"no analysis store at {store}: reprocessing reads the raw catalog of an existing "
+            "store (check --store)"
+        )
     address = StoreAddress(
-        str(store)
-        if str(store).startswith(("http://", "https://"))
-        else str(Path(store).resolve()),
+        str(store) if served else str(Path(store).resolve()),
         None if root is None else str(root),
         raw,
         api_key if api_key is not None else os.environ.get(API_KEY_ENV),
