@@ -322,6 +322,10 @@ def test_fields_of_a_procedure_are_checked_each_named(tmp_path):
             analysis: reprocess_analyses:scaled_sum
             version: "1"
             inputs: {raw: {scan_id: [5, 1]}}
+          listed:
+            analysis: reprocess_analyses:scaled_sum
+            version: "1"
+            inputs: {raw: {start: {detectors: [det], experiment: {kind: xas, tags: {}}}}}
           when:
             analysis: reprocess_analyses:scaled_sum
             version: "1"
@@ -340,6 +344,9 @@ def test_fields_of_a_procedure_are_checked_each_named(tmp_path):
         f"{where}'typo': analysis: Field required",
         f"{where}'typo': inputs.raw.colour: Extra inputs are not permitted",
         f"{where}'empty': inputs.raw: scan_id range [5, 1] is empty: first > last",
+        f"{where}'listed': inputs.raw.start: detectors: list ['det'] cannot be compared; "
+        "experiment.tags: dict {} cannot be compared; give one value (a string, number, "
+        "true/false or null) per key",
         f"{where}'when': inputs.raw.since: 'yesterday' is not an ISO date or time (2026-03-01 "
         "or 2026-03-01T08:00)",
         f"{where}'typo': per: Input should be 'run', 'sample', 'scan_range' or 'all'",
@@ -477,6 +484,8 @@ def _midpoint(lab: Lab, before: int, after: int) -> str:
         ({"sample_uuid": ["SA-1", "SA-2"], "plan_name": "scan"}, [1, 2, 3, 6]),
         ({"start": {"operator": "alice"}}, [1, 3]),
         ({"start": {"experiment.kind": "xrd"}}, [2]),
+        ({"start": {"experiment": {"kind": "xrd"}}}, [2]),
+        ({"start": {"operator": "alice", "experiment.kind": "xas"}}, [1]),
         ({"since": (2, 3)}, [3, 4, 5, 6]),
         ({"until": (2, 3)}, [1, 2]),
         ({"since": (1, 2), "until": (4, 5)}, [2, 3, 4]),

@@ -56,6 +56,18 @@ def iso_timestamp(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
+def dotted_items(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``(dotted key, value)`` of every leaf of nested mappings: ``{a: {b: 1}}`` is ``a.b: 1``
+    (tiled compares a nested start key by its dotted path)."""
+    leaves: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        if isinstance(value, Mapping) and value:
+            leaves.extend(dotted_items(value, f"{prefix}{key}."))
+        else:
+            leaves.append((f"{prefix}{key}", value))
+    return leaves
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -73,11 +85,27 @@ class RawQuery(_Strict):
     uids: list[str] | None = Field(None, description="These runs (full uids).")
     start: dict[str, JsonValue] = Field(
         default_factory=dict,
-        description="Any other start-document key (dotted for nested keys) and its value.",
+        description="Any other start-document key (dotted for nested keys, or nested mappings) "
+        "and its value (one string, number, true/false or null).",
     )
     exit_status: str | None = Field(
         "success", description="The runs' stop exit_status (null: any, unfinished runs too)."
     )
+
+    @field_validator("start")
+    @classmethod
+    def _comparable(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        # tiled's server fails (500) on a list or mapping to compare with: refuse it here
+        wrong = [
+            f"{key}: {type(leaf).__name__} {leaf!r:.40} cannot be compared"
+            for key, leaf in dotted_items(value)
+            if isinstance(leaf, list | dict)
+        ]
+        if wrong:
+            raise ValueError(
+                "; ".join(wrong) + "; give one value (a string, number, true/false or null) per key"
+            )
+        return value
 
     @field_validator("since", "until")
     @classmethod

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core._errors import ProcedureError
-from ._procedures import Campaign, RawQuery, ResolvedProcedure, iso_timestamp
+from ._procedures import Campaign, RawQuery, ResolvedProcedure, dotted_items, iso_timestamp
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def raw_queries(query: RawQuery) -> list[Any]:
         queries.append(one_or_many("start.sample_uuid", query.sample_uuid))
     if query.uids is not None:
         queries.append(In("start.uid", query.uids))
-    queries.extend(Eq(f"start.{key}", value) for key, value in query.start.items())
+    queries.extend(Eq(f"start.{key}", value) for key, value in dotted_items(query.start))
     return queries
 
 
