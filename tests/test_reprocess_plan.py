@@ -279,6 +279,11 @@ def test_unreadable_files_are_errors(tmp_path):
     bad = procedure_file(tmp_path, "procedures: {sums: [unclosed\n", "bad.yaml")
     (problem,) = problems_of(bad)
     assert problem.startswith(f"{bad}: not valid YAML: ")
+    twice = procedure_file(tmp_path, SUMS + SUMS.split("procedures:")[1], "twice.yaml")
+    (problem,) = problems_of(twice)
+    assert problem.startswith(f"{twice}: not valid YAML: while reading a mapping")
+    assert "found the key 'sums' twice" in problem
+    assert "line 9, column 3" in problem
     missing = tmp_path / "missing.yaml"
     (problem,) = problems_of(missing)
     assert problem == f"{missing}: cannot read: No such file or directory"

@@ -243,11 +243,34 @@ def _problem(file: Path, procedure: str | None, field: str, message: str) -> str
     return f"{file}: {where}{field}: {message}"
 
 
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, but a key given twice in one mapping is an error (PyYAML keeps the
+    last silently: a procedure pasted twice under one name would hide the first)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping",
+                        node.start_mark,
+                        f"found the key {key!r} twice",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: builds no Python objects
+
+
 def _read_file(path: Path, problems: list[str]) -> ProcedureFile | None:
     import yaml
 
     try:
-        content = yaml.safe_load(path.read_text())
+        content = _load_yaml(path.read_text())
     except OSError as error:
         problems.append(f"{path}: cannot read: {error.strerror or error}")
         return None
