@@ -719,15 +719,30 @@ def test_a_version_bump_makes_runs_stale_and_reprocessing_supersedes_them(lab, c
         assert f"{uid}  merged: {reasons}" in lines, (key, out)
     assert "5 stale run(s); what reprocessing would do:" in lines
 
+    # killed after the first procedure: its new runs supersede the old ones, whose children
+    # are still stale (their parents are replaced), and are what is left to do
     before = lab.derived_runs()
+    v2_sums = procedure_file(directory, v2.read_text().split("  merged:")[0], "chain-v2-sums.yaml")
+    part = lab.reprocess(v2_sums)
+    assert [o.status for o in part.outcomes.values()] == ["ran"] * 3
+    code, out, _ = bas(capsys, "stale", str(v2), "--store", store)
+    assert code == 1
+    assert out.splitlines()[2] == "2 stale run(s); what reprocessing would do:"
+    for key, uid in old_merged.items():
+        parents = lab.store.start_document(uid)["parent_uids"]
+        reasons = "; ".join(f"parent {p} is replaced" for p in parents)
+        assert f"{uid}  merged: {reasons}" in out.splitlines(), (key, out)
+
     report = lab.reprocess(v2)
-    assert {n: (s.stale, s.ran) for n, s in report.summary().items()} == {
-        "sums": (3, 3),
-        "merged": (2, 2),
+    assert {n: (s.stored, s.stale, s.ran) for n, s in report.summary().items()} == {
+        "sums": (3, 0, 0),
+        "merged": (0, 2, 2),
     }
     assert lab.derived_runs() == before + 5  # the old runs stay
     for key, old in {**old_sums, **old_merged}.items():
         new = report.uid(key)
+        if key in part.outcomes:  # saved by the first, partial, campaign
+            assert new == part.uid(key)
         assert new != old
         assert old in lab.store.runs
         assert lab.store.start_document(new)["supersedes"] == [old]

@@ -257,7 +257,8 @@ class _Resolver:
         loose = procedure.spec.loose
         if state.status == "to_run" and (loose.versions or loose.parameters):
             self._match_loosely(state, procedure, slot)
-        replaced = {s.uid for u in upstream for s in u.stale}
+        # parents stale now, or superseded already (their replacement saved, this run not yet)
+        replaced = {s.uid for u in upstream for s in u.stale} | self.stored.superseded
         state.stale = [
             StaleRun(uid, task.procedure, self._why_stale(uid, procedure, replaced))
             for uid in sorted(slot)
