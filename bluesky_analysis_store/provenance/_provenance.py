@@ -96,7 +96,8 @@ class Provenance(_Strict):
     )
     created: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
     loose_matches: tuple[LooseMatch, ...] = Field(
-        default=(), description="Parents reused by loose matching, and what was ignored (not lineage)."
+        default=(),
+        description="Parents reused by loose matching, and what was ignored (not lineage).",
     )
 
     @property

@@ -2,7 +2,8 @@
 ``module:function`` references, resolved to what reprocessing runs.
 
 An analysis is a function ``analysis(run, **parameters) -> (data_dicts, md)`` (``runs``, a list,
-for a procedure over a group of runs), or a class whose instances, built with the parameters,
+for a procedure over a group of runs or one that reads several procedures' outputs of each
+run), or a class whose instances, built with the parameters,
 are called with the run(s). Its ``name`` and ``version`` attributes (or the distribution's
 version) name it in the provenance; its optional ``parameters_model``, a pydantic model, checks
 its parameters (:mod:`..provenance._parameters`).

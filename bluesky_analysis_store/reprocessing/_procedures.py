@@ -29,15 +29,43 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ..core._errors import ProcedureError, UnknownAnalysisError
 from ..provenance._parameters import parameter_problems
 from ._analyses import AnalysisPlugin, find_analysis
+
+
+def iso_timestamp(text: str) -> float:
+    """Seconds since the epoch of an ISO date or time; a naive one is local time, as the
+    RunEngine's ``start.time`` is (``ValueError`` if ``text`` is not ISO)."""
+    return datetime.fromisoformat(text).timestamp()
+
+
+def dotted_items(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """``(dotted key, value)`` of every leaf of nested mappings: ``{a: {b: 1}}`` is ``a.b: 1``
+    (tiled compares a nested start key by its dotted path)."""
+    leaves: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        if isinstance(value, Mapping) and value:
+            leaves.extend(dotted_items(value, f"{prefix}{key}."))
+        else:
+            leaves.append((f"{prefix}{key}", value))
+    return leaves
 
 
 class _Strict(BaseModel):
@@ -57,11 +85,39 @@ class RawQuery(_Strict):
     uids: list[str] | None = Field(None, description="These runs (full uids).")
     start: dict[str, JsonValue] = Field(
         default_factory=dict,
-        description="Any other start-document key (dotted for nested keys) and its value.",
+        description="Any other start-document key (dotted for nested keys, or nested mappings) "
+        "and its value (one string, number, true/false or null).",
     )
     exit_status: str | None = Field(
         "success", description="The runs' stop exit_status (null: any, unfinished runs too)."
     )
+
+    @field_validator("start")
+    @classmethod
+    def _comparable(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        # tiled's server fails (500) on a list or mapping to compare with: refuse it here
+        wrong = [
+            f"{key}: {type(leaf).__name__} {leaf!r:.40} cannot be compared"
+            for key, leaf in dotted_items(value)
+            if isinstance(leaf, list | dict)
+        ]
+        if wrong:
+            raise ValueError(
+                "; ".join(wrong) + "; give one value (a string, number, true/false or null) per key"
+            )
+        return value
+
+    @field_validator("since", "until")
+    @classmethod
+    def _iso_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                iso_timestamp(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not an ISO date or time (2026-03-01 or 2026-03-01T08:00)"
+                ) from None
+        return value
 
     @model_validator(mode="after")
     def _ordered_scan_ids(self) -> RawQuery:
@@ -110,15 +166,20 @@ class Procedure(_Strict):
     parameters: dict[str, JsonValue] = Field(default_factory=dict)
     inputs: Inputs
     per: Literal["run", "sample", "scan_range", "all"] = "run"
-    scan_range: int | None = Field(None, gt=0, description="Scans per group (per: scan_range).")
+    scan_range: int | None = Field(
+        None, gt=0, validate_default=True, description="Scans per group (per: scan_range)."
+    )
     loose: Loose = Field(default_factory=Loose)
     retries: int | None = Field(None, ge=0, description="Default: the file's.")
 
-    @model_validator(mode="after")
-    def _range_size(self) -> Procedure:
-        if (self.per == "scan_range") != (self.scan_range is not None):
+    @field_validator("scan_range")
+    @classmethod
+    def _range_size(cls, value: int | None, info: ValidationInfo) -> int | None:
+        # a field validator (not the model's), so that the problem names the field
+        per = info.data.get("per")
+        if per is not None and (per == "scan_range") != (value is not None):
             raise ValueError("scan_range (scans per group) is given with per: scan_range only")
-        return self
+        return value
 
 
 class ProcedureFile(_Strict):
@@ -182,11 +243,34 @@ def _problem(file: Path, procedure: str | None, field: str, message: str) -> str
     return f"{file}: {where}{field}: {message}"
 
 
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, but a key given twice in one mapping is an error (PyYAML keeps the
+    last silently: a procedure pasted twice under one name would hide the first)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping",
+                        node.start_mark,
+                        f"found the key {key!r} twice",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: builds no Python objects
+
+
 def _read_file(path: Path, problems: list[str]) -> ProcedureFile | None:
     import yaml
 
     try:
-        content = yaml.safe_load(path.read_text())
+        content = _load_yaml(path.read_text())
     except OSError as error:
         problems.append(f"{path}: cannot read: {error.strerror or error}")
         return None

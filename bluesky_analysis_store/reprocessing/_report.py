@@ -60,6 +60,8 @@ class ReprocessReport:
         The Dask dashboard's address, while it ran.
     seconds : float
         Wall time, planning included.
+    procedures : tuple of str
+        The campaign's procedures in order, those with no task (their query found no run) too.
     """
 
     campaign: str
@@ -69,10 +71,12 @@ class ReprocessReport:
     left_out: dict[str, list[str]] = field(default_factory=dict)
     dashboard: str | None = None
     seconds: float = 0.0
+    procedures: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, ProcedureSummary]:
-        """``{procedure: ProcedureSummary}`` in the campaign's order."""
-        summaries: dict[str, ProcedureSummary] = {}
+        """``{procedure: ProcedureSummary}`` in the campaign's order (a procedure with no task
+        too: a query that found nothing shows as 0 tasks, not as nothing)."""
+        summaries = {name: ProcedureSummary(name) for name in self.procedures}
         for key, state in self.states.items():
             row = summaries.setdefault(state.task.procedure, ProcedureSummary(state.task.procedure))
             row.tasks += 1

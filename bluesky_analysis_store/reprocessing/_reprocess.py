@@ -10,6 +10,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from ..core._environment import API_KEY_ENV
+from ..core._errors import NotFoundError
 from ._execute import dask_client, run_here, run_on_dask
 from ._procedures import Campaign, load_campaign
 from ._report import ReprocessReport
@@ -29,6 +30,9 @@ class _Progress:
         from tqdm import tqdm
 
         self._procedure = {key: state.task.procedure for key, state in report.states.items()}
+        # a task planned to run may end "stored" (its worker found it saved meanwhile): it is
+        # no longer pending either
+        self._planned = {key: state.status == "to_run" for key, state in report.states.items()}
         counts = report.summary()
         self._bars = {
             name: tqdm(total=row.tasks, desc=name, position=i, unit="task", disable=not shown)
@@ -44,7 +48,7 @@ class _Progress:
         name = self._procedure[outcome.key]
         counts = self._counts[name]
         counts[outcome.status] += 1
-        if outcome.status not in ("stored", "loose") or outcome.uid is None:
+        if self._planned[outcome.key]:
             self._todo[name] -= 1
         bar = self._bars[name]
         bar.set_postfix(
@@ -114,13 +118,20 @@ def reprocess(
     ------
     ProcedureError
         The procedure file is invalid (every problem listed); nothing ran.
+    NotFoundError
+        ``store`` is a directory that does not exist (opening it would make an empty store).
     """
     began = time.monotonic()
     campaign = config if isinstance(config, Campaign) else load_campaign(config)
+    served = str(store).startswith(("http://", "https://"))
+    if not served and not Path(store).is_dir():
+        # opening would create an empty store (and raw catalog): nothing to reprocess there
+        raise NotFoundError(
+            f"no analysis store at {store}: reprocessing reads the raw catalog of an existing "
+            "store (check --store)"
+        )
     address = StoreAddress(
-        str(store)
-        if str(store).startswith(("http://", "https://"))
-        else str(Path(store).resolve()),
+        str(store) if served else str(Path(store).resolve()),
         None if root is None else str(root),
         raw,
         api_key if api_key is not None else os.environ.get(API_KEY_ENV),
@@ -130,7 +141,13 @@ def reprocess(
         opened = address.open()
         graph = build_task_graph(campaign, opened.raw)
         states = resolve_tasks(graph, opened.runs)
-        report = ReprocessReport(campaign.name, dry_run, states, left_out=graph.left_out)
+        report = ReprocessReport(
+            campaign.name,
+            dry_run,
+            states,
+            left_out=graph.left_out,
+            procedures=tuple(campaign.procedures),
+        )
         if dry_run:
             report.seconds = time.monotonic() - began
             return report
@@ -143,7 +160,9 @@ def reprocess(
                 procedure=procedure.name,
                 analysis=procedure.spec.analysis,
                 parameters=procedure.parameters,
-                group=procedure.spec.per != "run",
+                # a list for a group, and for a per-run procedure that reads several
+                # procedures (their outputs of the same raw run), not just the first of them
+                group=procedure.spec.per != "run" or len(procedure.upstream) > 1,
                 raw_parents=state.task.raw_parents,
                 retries=procedure.retries,
                 supersedes=tuple(run.uid for run in state.stale),

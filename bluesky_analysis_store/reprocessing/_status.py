@@ -14,8 +14,9 @@ planning a campaign whose results are all stored costs a few requests, not one p
   its lineage, is reused; what was ignored is reported.
 * **Stale**: the runs in a task's *slot* (the same analysis over the same inputs, by this
   procedure or by nobody's) whose lineage is not the one planned: another version or other
-  parameters, or parents that are themselves replaced. Reprocessing saves new runs that say
-  which runs they supersede; the old runs stay.
+  parameters, or parents that are themselves replaced; a run that a stored run already
+  supersedes is not stale again. Reprocessing saves new runs that say which runs they
+  supersede; the old runs stay.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..core._names import REPROCESS_KEY
+from ..core._names import REPROCESS_KEY, SUPERSEDES_KEY
 from ..provenance._provenance import ParentRun, Provenance, canonical_json
 from ._procedures import ResolvedProcedure
 from ._tasks import Task, TaskGraph
@@ -81,6 +82,7 @@ class StoredRuns:
         self.failures: dict[str, list[str]] = {}  # lineage hash -> failure record uids
         self.by_lineage: dict[str, list[str]] = {}
         self.children: dict[str, list[str]] = {}  # parent uid -> its children's uids
+        self.superseded: set[str] = set()  # runs a complete run says it supersedes
         if not names:
             return
         chosen = runs.search(In("start.analysis_name", names))
@@ -93,6 +95,7 @@ class StoredRuns:
             self.by_lineage.setdefault(str(start.get("lineage_hash")), []).append(uid)
             for parent in start.get("parent_uids") or ():
                 self.children.setdefault(parent, []).append(uid)
+            self.superseded.update(start.get(SUPERSEDES_KEY) or ())
 
 
 def planned_lineage(procedure: ResolvedProcedure, parents: Iterable[tuple[str, str | None]]) -> str:
@@ -209,7 +212,7 @@ class _Resolver:
         return slot
 
     def _why_stale(
-        self, uid: str, procedure: ResolvedProcedure, replaced_parents: set[str]
+        self, uid: str, procedure: ResolvedProcedure, replaced_parents: dict[str, str]
     ) -> tuple[str, ...]:
         start = self.stored.starts[uid]
         record = _provenance_of(start)
@@ -228,7 +231,9 @@ class _Resolver:
             for key in changed
         )
         reasons.extend(
-            f"parent {p} is replaced" for p in start.get("parent_uids", []) if p in replaced_parents
+            f"parent {p} {replaced_parents[p]}"
+            for p in start.get("parent_uids", [])
+            if p in replaced_parents
         )
         return tuple(reasons) or ("its inputs changed",)
 
@@ -254,11 +259,21 @@ class _Resolver:
         loose = procedure.spec.loose
         if state.status == "to_run" and (loose.versions or loose.parameters):
             self._match_loosely(state, procedure, slot)
-        replaced = {s.uid for u in upstream for s in u.stale}
+        # parents stale now, or superseded already (their replacement saved, this run not
+        # yet), and what became of their task
+        replaced = dict.fromkeys(self.stored.superseded, "is replaced")
+        for u in upstream:
+            failed = (
+                f", and its task {u.task.key} is recorded as failed ({', '.join(u.failed_before)})"
+                if u.failed_before
+                else ""
+            )
+            replaced.update((s.uid, f"is replaced{failed}") for s in u.stale)
         state.stale = [
             StaleRun(uid, task.procedure, self._why_stale(uid, procedure, replaced))
             for uid in sorted(slot)
             if uid != state.uid
+            and uid not in self.stored.superseded  # replaced already: not stale again
             and self.stored.starts[uid].get("lineage_hash") != state.lineage_hash
         ]
         return state

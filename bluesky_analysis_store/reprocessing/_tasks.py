@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from ..core._errors import ProcedureError
-from ._procedures import Campaign, RawQuery, ResolvedProcedure
+from ._procedures import Campaign, RawQuery, ResolvedProcedure, dotted_items, iso_timestamp
 
 
 @dataclass(frozen=True)
@@ -71,16 +70,6 @@ class TaskGraph:
         return [task for task in self.tasks.values() if task.procedure == procedure]
 
 
-def _timestamp(text: str, field_name: str) -> float:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ProcedureError(
-            [f"inputs.raw.{field_name}: {text!r} is not an ISO date or time (2026-03-01T08:00)"]
-        ) from None
-    return moment.timestamp()  # a naive time is local time, as the RunEngine's start.time is
-
-
 def raw_queries(query: RawQuery) -> list[Any]:
     """tiled queries for ``query`` on a catalog of runs."""
     from tiled.queries import Comparison, Eq, In
@@ -99,14 +88,14 @@ def raw_queries(query: RawQuery) -> list[Any]:
         queries.append(Comparison("ge", "start.scan_id", query.scan_id[0]))
         queries.append(Comparison("le", "start.scan_id", query.scan_id[1]))
     if query.since is not None:
-        queries.append(Comparison("ge", "start.time", _timestamp(query.since, "since")))
+        queries.append(Comparison("ge", "start.time", iso_timestamp(query.since)))
     if query.until is not None:
-        queries.append(Comparison("lt", "start.time", _timestamp(query.until, "until")))
+        queries.append(Comparison("lt", "start.time", iso_timestamp(query.until)))
     if query.sample_uuid is not None:
         queries.append(one_or_many("start.sample_uuid", query.sample_uuid))
     if query.uids is not None:
         queries.append(In("start.uid", query.uids))
-    queries.extend(Eq(f"start.{key}", value) for key, value in query.start.items())
+    queries.extend(Eq(f"start.{key}", value) for key, value in dotted_items(query.start))
     return queries
 
 
