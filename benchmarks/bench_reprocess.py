@@ -9,13 +9,13 @@ shares); raw runs are event-model documents (a ``primary`` stream of 10 events: 
 store, copied for every measurement (each starts on the same raw catalog and nothing else; its
 local server is started, untimed, before the clock starts, as at a beamline where it is up).
 
-1. CPU-bound: ``reprocess_analyses:burn`` (pure Python, ``--seconds`` per run, calibrated here)
-   over ``--runs`` raw runs, ``reprocess(workers=2)`` against ``workers=1``, the two taking
+1. CPU-bound: ``bench_reprocess_analyses:burn`` (pure Python, ``--seconds`` per run, calibrated
+   here) over ``--runs`` raw runs, ``reprocess(workers=2)`` against ``workers=1``, the two taking
    turns in a rotating order; whole wall time of ``reprocess`` (cluster start, planning,
    tasks). Target: 1 worker / 2 workers ≥ 1.8.
 2. Rerun: the same campaign again on the store the first run filled (everything stored: no
    Dask). Target: ≤ 5 % of the first run's time.
-3. Throughput: ``reprocess_analyses:trivial`` (read ``det``, keep its mean) over
+3. Throughput: ``bench_reprocess_analyses:trivial`` (read ``det``, keep its mean) over
    ``--small-runs`` raw runs, ``reprocess(workers=2)`` against the anchor, a plain Python loop
    in this process over the same store: open it, then per raw run read it, run the analysis,
    and ``store.save`` with the same provenance (code, environment, the parent's start). Runs/s
@@ -45,8 +45,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench_reprocess_analyses import burn
 from bench_store import scratch_directory
-from reprocess_analyses import burn
 
 CPU_PLAN = "bench_cpu"
 SMALL_PLAN = "bench_small"
@@ -55,7 +55,7 @@ CPU_CAMPAIGN = """
 name: bench-cpu
 procedures:
   burned:
-    analysis: reprocess_analyses:burn
+    analysis: bench_reprocess_analyses:burn
     version: "1"
     parameters: {{work: {work}}}
     inputs: {{raw: {{plan_name: {plan}}}}}
@@ -65,7 +65,7 @@ SMALL_CAMPAIGN = """
 name: bench-small
 procedures:
   summed:
-    analysis: reprocess_analyses:trivial
+    analysis: bench_reprocess_analyses:trivial
     version: "1"
     inputs: {{raw: {{plan_name: {plan}}}}}
 """
@@ -233,7 +233,7 @@ def plain_loop(directory: Path, uids: list[str]) -> None:
     from bluesky_analysis_store.provenance._provenance import Provenance
     from bluesky_analysis_store.reprocessing._analyses import find_analysis
 
-    analysis = find_analysis("reprocess_analyses:trivial")
+    analysis = find_analysis("bench_reprocess_analyses:trivial")
     with AnalysisStore.open(directory, raw="raw", local_server=True) as store:
         for uid in uids:
             run = store.raw[uid]

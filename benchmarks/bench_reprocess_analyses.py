@@ -1,4 +1,4 @@
-"""Analyses for ``bench_reprocess.py``, referenced as ``reprocess_analyses:NAME``.
+"""Analyses for ``bench_reprocess.py``, referenced as ``bench_reprocess_analyses:NAME``.
 
 A module of its own (not the script), so that the Dask workers, spawned with the parent's
 ``sys.path`` (the benchmarks directory first), import it by name.
