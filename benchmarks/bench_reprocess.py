@@ -163,6 +163,18 @@ class Stores:
             stop(directory)
 
 
+def server_cpu(directory: Path) -> float:
+    """CPU seconds the store's local server has used so far (Linux ``/proc``; 0 elsewhere)."""
+    from bluesky_analysis_store.store._local_server import read_state
+
+    state = read_state(directory)
+    try:
+        fields = Path(f"/proc/{state.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (AttributeError, OSError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def timed(function: Callable[[], Any]) -> tuple[float, Any]:
     gc.collect()
     start = time.perf_counter()
@@ -198,16 +210,19 @@ def cpu_bound(stores: Stores, repeats: int, work: int, runs: int) -> None:
         times = {}
         for workers in order:
             directory = stores.copy(f"cpu-{repeat}-{workers}")
+            cpu = server_cpu(directory)
             campaign = partial(reprocess, config, directory, raw="raw", workers=workers)
             took, report = timed(campaign)
             _check(report, {"ran": runs})
+            served = (server_cpu(directory) - cpu) / runs
             again, report = timed(campaign)
             _check(report, {"stored": runs})
             stores.drop(directory)
             times[workers] = took
             print(
                 f"  {'warm-up' if not repeat else f'repeat {repeat}'}: {workers} worker(s) "
-                f"{took:.2f} s, rerun {again:.2f} s ({again / took:.1%})",
+                f"{took:.2f} s, rerun {again:.2f} s ({again / took:.1%}); "
+                f"local server CPU {1000 * served:.0f} ms/run",
                 flush=True,
             )
             if repeat:
@@ -279,6 +294,7 @@ def throughput(stores: Stores, repeats: int, runs: int) -> None:
     config = stores.scratch / "small.yaml"
     config.write_text(SMALL_CAMPAIGN.format(plan=SMALL_PLAN))
     rates: dict[str, list[float]] = {"plain loop": [], "reprocess, 2 workers": []}
+    server: dict[str, list[float]] = {name: [] for name in rates}
     ratios: list[float] = []
     planning: list[float] = []
     looking: list[float] = []
@@ -287,6 +303,7 @@ def throughput(stores: Stores, repeats: int, runs: int) -> None:
         got = {}
         for name in names:
             directory = stores.copy(f"small-{repeat}-{len(got)}")
+            cpu = server_cpu(directory)
             if name == "plain loop":
                 took, _ = timed(partial(plain_loop, directory, stores.small_uids))
             else:
@@ -296,20 +313,24 @@ def throughput(stores: Stores, repeats: int, runs: int) -> None:
                 if repeat:
                     planning.append(per_plan)
                     looking.append(per_look)
+            served = (server_cpu(directory) - cpu) / runs
             stores.drop(directory)
             got[name] = runs / took
             print(
                 f"  {'warm-up' if not repeat else f'repeat {repeat}'}: {name} "
-                f"{got[name]:.2f} runs/s ({took:.1f} s)",
+                f"{got[name]:.2f} runs/s ({took:.1f} s; "
+                f"local server CPU {1000 * served:.0f} ms/run)",
                 flush=True,
             )
             if repeat:
                 rates[name].append(got[name])
+                server[name].append(served)
         if repeat:
             ratios.append(got["reprocess, 2 workers"] / got["plain loop"])
     print(f"\n3. throughput, trivial analysis, {runs} runs, {repeats} repeats: runs/s")
     for name, values in rates.items():
-        print(f"  {name}: {spread(values)} runs/s")
+        cpu_ms = spread([1000 * v for v in server[name]], "{:.0f}")
+        print(f"  {name}: {spread(values)} runs/s; local server CPU {cpu_ms} ms/run")
     print(f"  ratio reprocess / plain loop (per repeat): {spread(ratios)}x   target >= 2x")
     print(f"  planning per task: {spread([1000 * p for p in planning], '{:.1f}')} ms")
     print(f"  worker lookups per task: {spread([1000 * p for p in looking], '{:.1f}')} ms")
