@@ -121,10 +121,21 @@ def run_task(payload: TaskPayload, *upstream: TaskOutcome) -> TaskOutcome:
             reason="; ".join(f"{o.key} {o.status}" for o in blocked),
         )
     try:
-        return _run(payload, upstream)
+        with _in_this_thread():
+            return _run(payload, upstream)
     except Exception as error:
         logger.exception("%s could not run", payload.key)
         return TaskOutcome(payload.key, "failed", reason=f"{type(error).__name__}: {error}")
+
+
+def _in_this_thread() -> Any:
+    """A context where Dask computations run in the calling thread (tiled reads arrays as dask
+    arrays): on a Dask worker they would go to the cluster through the worker's client,
+    which secedes the task's thread (the worker starts another task beside it) and waits for
+    the pieces behind other tasks, on any worker."""
+    import dask
+
+    return dask.config.set(scheduler="synchronous")
 
 
 def _run(payload: TaskPayload, upstream: tuple[TaskOutcome, ...]) -> TaskOutcome:
