@@ -13,10 +13,10 @@ planning a campaign whose results are all stored costs a few requests, not one p
   differs only in the version of the named analyses or in the named parameters, anywhere in
   its lineage, is reused; what was ignored is reported.
 * **Stale**: the runs in a task's *slot* (the same analysis over the same inputs, by this
-  procedure of this campaign or by no campaign) whose lineage is not the one planned: another version or other
-  parameters, or parents that are themselves replaced; a run that a stored run already
-  supersedes is not stale again. Reprocessing saves new runs that say which runs they
-  supersede; the old runs stay.
+  procedure of this campaign or by no campaign) whose lineage is not the one planned: another
+  version or other parameters, or parents that are themselves replaced; a run that a stored
+  run already supersedes is not stale again. Reprocessing saves new runs that say which runs
+  they supersede; the old runs stay.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..core._errors import RunConflictError
 from ..core._names import REPROCESS_KEY, SUPERSEDES_KEY
 from ..provenance._capture import capture_environment, describe_parent
 from ..provenance._provenance import LooseMatch, Provenance
@@ -172,6 +173,12 @@ def _run(payload: TaskPayload, upstream: tuple[TaskOutcome, ...]) -> TaskOutcome
                 }
             uid = store.save(data_dicts, md, provenance=provenance)
             return TaskOutcome(payload.key, "ran", uid, lineage, attempts=attempt)
+        except RunConflictError as caught:
+            # saved meanwhile with other metadata (another campaign's tag): the result of this
+            # lineage exists, as if the lookup above had found it
+            if saved := store.with_lineage(lineage):
+                return TaskOutcome(payload.key, "stored", saved[0], lineage, attempts=attempt)
+            error = caught
         except Exception as caught:
             error = caught
             logger.warning("%s: attempt %d failed: %s", payload.key, attempt, caught)
