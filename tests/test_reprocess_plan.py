@@ -49,7 +49,8 @@ class Lab:
         return [self.uids[s] for s in scan_ids]
 
     def derived_runs(self) -> int:
-        return len(self.store.runs)
+        # counted by listing: tiled's client keeps len() for a second (LENGTH_CACHE_TTL)
+        return sum(1 for _ in self.store.runs)
 
     def reprocess(self, config: Path, **options: Any) -> Any:
         options.setdefault("workers", 0)
@@ -406,6 +407,23 @@ def test_a_store_that_does_not_exist_is_not_created(tmp_path, capsys):
         "of an existing store (check --store)"
     )
     assert not typo.exists()
+
+
+def test_a_raw_catalog_that_does_not_exist_is_not_created(lab, tmp_path, capsys):
+    config = procedure_file(tmp_path, SUMS)
+    code, _, err = bas(
+        capsys, "reprocess", str(config), "--store", str(lab.directory), "--raw", "rwa"
+    )
+    assert code == 1
+    assert err.splitlines()[-1] == (
+        f"bas reprocess: error: the store {lab.directory.resolve()} has no raw catalog 'rwa' "
+        "(check --raw); nothing was written"
+    )
+    probe = AnalysisStore.open(lab.directory, raw="rwa", read_only=True, local_server=True)
+    try:
+        assert probe.raw is None  # not created
+    finally:
+        probe.close()
 
 
 # --- includes and analyses as plugins -------------------------------------------------------

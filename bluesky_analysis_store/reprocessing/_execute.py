@@ -68,7 +68,11 @@ def run_on_dask(
     outcomes: dict[str, TaskOutcome] = {}
     futures: dict[str, Any] = {}
     token = uuid.uuid4().hex[:8]  # a rerun's keys are new: Dask keeps results by key
+    depth: dict[str, int] = {}
     for key, task in graph.tasks.items():
+        # deeper tasks first among those ready: Dask's default (first submitted, first run)
+        # would leave a dependent behind every queued task of the procedures it reads
+        depth[key] = 1 + max((depth[u] for u in task.upstream), default=0)
         state = states[key]
         if (known := known_outcome(state)) is not None:
             outcomes[key] = known
@@ -76,7 +80,12 @@ def run_on_dask(
             continue
         upstream = [futures.get(u, outcomes.get(u)) for u in task.upstream]
         futures[key] = client.submit(
-            run_task, payload(state), *upstream, key=f"{key}-{token}", pure=False
+            run_task,
+            payload(state),
+            *upstream,
+            key=f"{key}-{token}",
+            pure=False,
+            priority=depth[key],
         )
     by_future = {future.key: key for key, future in futures.items()}
     for future in as_completed(list(futures.values())):

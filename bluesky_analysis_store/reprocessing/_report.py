@@ -90,6 +90,9 @@ class ReprocessReport:
             outcome = self.outcomes.get(key)
             if outcome is not None and outcome.status in ("ran", "failed", "skipped"):
                 setattr(row, outcome.status, getattr(row, outcome.status) + 1)
+            elif outcome is not None and state.status == "to_run":  # its worker found it
+                row.to_run -= 1  # stored meanwhile (another campaign), or after a task that
+                row.stored += 1  # ran found its lineage stored: it cost a lookup
         return summaries
 
     @property

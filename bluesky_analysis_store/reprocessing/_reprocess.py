@@ -61,6 +61,29 @@ class _Progress:
             bar.close()
 
 
+def _check_raw_catalog(address: StoreAddress) -> None:
+    """Raise :class:`NotFoundError` when the store has no raw catalog of that name (opening it
+    to write would create an empty one, and a misspelt ``--raw`` would find nothing)."""
+    from ..store._store import AnalysisStore
+
+    probe = AnalysisStore.open(
+        address.target,
+        address.api_key,
+        root=address.root,
+        raw=address.raw,
+        read_only=True,
+        local_server=None if address.target.startswith(("http://", "https://")) else True,
+    )
+    try:
+        if probe.raw is None:
+            raise NotFoundError(
+                f"the store {address.target} has no raw catalog {address.raw!r} (check --raw); "
+                "nothing was written"
+            )
+    finally:
+        probe.close()
+
+
 def reprocess(
     config: str | Path | Campaign,
     store: str | Path,
@@ -119,7 +142,8 @@ def reprocess(
     ProcedureError
         The procedure file is invalid (every problem listed); nothing ran.
     NotFoundError
-        ``store`` is a directory that does not exist (opening it would make an empty store).
+        ``store`` is a directory that does not exist (opening it would make an empty store),
+        or it has no raw catalog named ``raw``.
     """
     began = time.monotonic()
     campaign = config if isinstance(config, Campaign) else load_campaign(config)
@@ -136,6 +160,8 @@ def reprocess(
         raw,
         api_key if api_key is not None else os.environ.get(API_KEY_ENV),
     )
+    if raw is not None:
+        _check_raw_catalog(address)
     with ExitStack() as stack:
         stack.callback(address.close)
         opened = address.open()

@@ -13,10 +13,10 @@ planning a campaign whose results are all stored costs a few requests, not one p
   differs only in the version of the named analyses or in the named parameters, anywhere in
   its lineage, is reused; what was ignored is reported.
 * **Stale**: the runs in a task's *slot* (the same analysis over the same inputs, by this
-  procedure or by nobody's) whose lineage is not the one planned: another version or other
-  parameters, or parents that are themselves replaced; a run that a stored run already
-  supersedes is not stale again. Reprocessing saves new runs that say which runs they
-  supersede; the old runs stay.
+  procedure of this campaign or by no campaign) whose lineage is not the one planned: another
+  version or other parameters, or parents that are themselves replaced; a run that a stored
+  run already supersedes is not stale again. Reprocessing saves new runs that say which runs
+  they supersede; the old runs stay.
 """
 
 from __future__ import annotations
@@ -192,7 +192,9 @@ class _Resolver:
 
     def _slot(self, task: Task, procedure: ResolvedProcedure) -> set[str]:
         """The stored runs of this procedure's analysis over this task's inputs (any lineage),
-        made by this procedure or outside any campaign."""
+        made by this procedure of this campaign or outside any campaign (another campaign's
+        runs are its own: two campaigns may keep two resolutions of one analysis)."""
+        mine = {"campaign": self.graph.campaign.name, "procedure": task.procedure}
         allowed = set(task.raw_parents)
         for upstream in task.upstream:
             allowed |= self._slots[upstream]
@@ -202,11 +204,11 @@ class _Resolver:
         for parent in allowed:
             for child in self.stored.children.get(parent, ()):
                 start = self.stored.starts[child]
-                tag = start.get(REPROCESS_KEY) or {}
+                tag = start.get(REPROCESS_KEY)
                 if (
                     start.get("analysis_name") == procedure.analysis.name
                     and set(start.get("parent_uids") or ()) <= allowed
-                    and tag.get("procedure", task.procedure) == task.procedure
+                    and (not tag or tag == mine)
                 ):
                     slot.add(child)
         return slot

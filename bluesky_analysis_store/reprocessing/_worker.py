@@ -13,7 +13,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..core._errors import NotFoundError
+from ..core._errors import NotFoundError, RunConflictError
 from ..core._names import REPROCESS_KEY, SUPERSEDES_KEY
 from ..insert._runs import stored_run
 from ..provenance._capture import capture_environment, describe_parent
@@ -122,16 +122,22 @@ def run_task(payload: TaskPayload, *upstream: TaskOutcome) -> TaskOutcome:
             "skipped",
             reason="; ".join(f"{o.key} {o.status}" for o in blocked),
         )
-    import dask
-
     try:
-        # tiled's clients read tables as dask collections: computed on this worker's own
-        # thread, not sent back to the cluster as tasks that wait behind the campaign's
-        with dask.config.set(scheduler="synchronous"):
+        with _in_this_thread():
             return _run(payload, upstream)
     except Exception as error:
         logger.exception("%s could not run", payload.key)
         return TaskOutcome(payload.key, "failed", reason=f"{type(error).__name__}: {error}")
+
+
+def _in_this_thread() -> Any:
+    """A context where Dask computations run in the calling thread (tiled reads arrays as dask
+    arrays): on a Dask worker they would go to the cluster through the worker's client,
+    which secedes the task's thread (the worker starts another task beside it) and waits for
+    the pieces behind other tasks, on any worker."""
+    import dask
+
+    return dask.config.set(scheduler="synchronous")
 
 
 def _run(payload: TaskPayload, upstream: tuple[TaskOutcome, ...]) -> TaskOutcome:
@@ -176,6 +182,12 @@ def _run(payload: TaskPayload, upstream: tuple[TaskOutcome, ...]) -> TaskOutcome
                 }
             uid = store.save(data_dicts, md, provenance=provenance)
             return TaskOutcome(payload.key, "ran", uid, lineage, attempts=attempt)
+        except RunConflictError as caught:
+            # saved meanwhile with other metadata (another campaign's tag): the result of this
+            # lineage exists, as if the lookup above had found it
+            if saved := store.with_lineage(lineage):
+                return TaskOutcome(payload.key, "stored", saved[0], lineage, attempts=attempt)
+            error = caught
         except Exception as caught:
             error = caught
             logger.warning("%s: attempt %d failed: %s", payload.key, attempt, caught)
