@@ -189,6 +189,15 @@ def test_a_version_that_does_not_match_the_installed_analysis_is_refused(tmp_pat
     )
 
 
+def test_a_version_written_as_a_number_asks_for_quotes(tmp_path):
+    path = procedure_file(tmp_path, SUMS.replace('version: "1"', "version: 1.10"))
+    (problem,) = problems_of(path)
+    assert problem == (
+        f"{path}: procedure 'sums': version: YAML read 1.1 as a number; write the version in "
+        'quotes (version: "...")'
+    )
+
+
 def test_parameters_are_checked_by_the_model_and_by_the_signature(tmp_path):
     path = procedure_file(
         tmp_path,

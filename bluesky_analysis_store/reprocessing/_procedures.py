@@ -172,6 +172,16 @@ class Procedure(_Strict):
     loose: Loose = Field(default_factory=Loose)
     retries: int | None = Field(None, ge=0, description="Default: the file's.")
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_in_quotes(cls, value: Any) -> Any:
+        # YAML reads 1.10 as the number 1.1: a version written unquoted may not be the one meant
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError(
+                f'YAML read {value!r} as a number; write the version in quotes (version: "...")'
+            )
+        return value
+
     @field_validator("scan_range")
     @classmethod
     def _range_size(cls, value: int | None, info: ValidationInfo) -> int | None:
