@@ -14,6 +14,11 @@ from ..core._environment import API_KEY_ENV, DEFAULT_STORE, SPOOL_ENV, STORE_ENV
 from ..core._names import FSCK_GRACE
 
 
+def _target(args: argparse.Namespace) -> str:
+    """The store a command names: ``--store``, else ``$BAS_STORE``, else the default."""
+    return str(args.store or os.environ.get(STORE_ENV) or DEFAULT_STORE)
+
+
 def _open_store(
     args: argparse.Namespace, *, read_only: bool = False, raw: bool = True, light: bool = False
 ) -> Any:
@@ -29,7 +34,7 @@ def _open_store(
 
         structure_clients = reading_clients()
 
-    target = args.store or os.environ.get(STORE_ENV) or DEFAULT_STORE
+    target = _target(args)
     print(f"opening store {target} ...", file=sys.stderr, flush=True)
     return AnalysisStore.open(
         target,
@@ -99,7 +104,7 @@ def _campaign(args: argparse.Namespace, *, dry_run: bool) -> Any:
     """``reprocess`` with the command's options (a dry run plans only)."""
     from ..reprocessing._reprocess import reprocess
 
-    target = args.store or os.environ.get(STORE_ENV) or DEFAULT_STORE
+    target = _target(args)
     print(f"opening store {target} ...", file=sys.stderr, flush=True)
     return reprocess(
         args.config,
@@ -138,10 +143,11 @@ def _stale(args: argparse.Namespace) -> int:
 
 
 def _stop_server(args: argparse.Namespace) -> int:
+    from ..core._paths import is_server_uri
     from ..store._local_server import stop
 
-    target = args.store or os.environ.get(STORE_ENV) or DEFAULT_STORE
-    if target.startswith(("http://", "https://")):
+    target = _target(args)
+    if is_server_uri(target):
         print(f"{target} is a served store: stop its `bas serve` where it runs", file=sys.stderr)
         return 2
     directory = Path(target).resolve()
@@ -375,7 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
 
-    def store_command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def store_command(
+        name: str,
+        help_text: str,
+        raw_help: str = "the raw catalog's container, which lineage reads if it exists",
+        *,
+        spool: bool = True,
+    ) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
         command.add_argument(
             "--store",
@@ -383,17 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
             f"a served store's API key is read from ${API_KEY_ENV}",
         )
         command.add_argument("--root", type=Path, help="file root of a served store")
-        command.add_argument(
-            "--raw",
-            default="raw",
-            help="the raw catalog's container, which lineage reads if it exists (default: raw)",
-        )
-        command.add_argument(
-            "--spool",
-            type=Path,
-            help=f"the spool directory (default: ${SPOOL_ENV}, else ROOT/.bas-spool for a served "
-            "store)",
-        )
+        command.add_argument("--raw", default="raw", help=f"{raw_help} (default: raw)")
+        if spool:
+            command.add_argument(
+                "--spool",
+                type=Path,
+                help=f"the spool directory (default: ${SPOOL_ENV}, else ROOT/.bas-spool for a "
+                "served store)",
+            )
         return command
 
     stop_server = commands.add_parser(
@@ -469,17 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=_replay)
 
     def campaign_command(name: str, help_text: str) -> argparse.ArgumentParser:
-        command = commands.add_parser(name, help=help_text)
+        # the store where results go, with its raw catalog; reprocessing keeps no spool
+        command = store_command(name, help_text, "the raw catalog's container", spool=False)
         command.add_argument("config", type=Path, help="the procedure file (YAML)")
-        command.add_argument(
-            "--store",
-            help=f"where results go: a store directory or http(s) URI (default: ${STORE_ENV} or "
-            f"./{DEFAULT_STORE}); a served store's API key is read from ${API_KEY_ENV}",
-        )
-        command.add_argument("--root", type=Path, help="file root of a served store")
-        command.add_argument(
-            "--raw", default="raw", help="the raw catalog's container (default: raw)"
-        )
         return command
 
     reprocess = campaign_command(

@@ -1,4 +1,5 @@
-"""Names that become path segments, and containment of resource paths inside a root."""
+"""Names that become path segments, containment of resource paths inside a root, and whether a
+store target is a server's URI or a directory."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,127}")
 SAFE_NAME_TEXT = (
     "1-128 characters from A-Z a-z 0-9 _ - (not starting with '-'); '.' and '/' are not allowed"
 )
+
+
+def is_server_uri(target: object) -> bool:
+    """Whether a store target names a tiled server (an ``http(s)://`` URI), not a directory."""
+    return isinstance(target, str) and target.startswith(("http://", "https://"))
 
 
 def check_name(name: object, what: str) -> str:

@@ -50,25 +50,30 @@ def _accepted_names(analysis: Any) -> list[str] | None:
 
 def parameter_problems(
     analysis: Any, given: Mapping[str, Any], name: str
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """The parameters to record for ``analysis`` called with ``given``, and every problem found
-    (each ``parameters.KEY: what is wrong``), for a caller that gathers problems."""
+    (each ``("parameters.KEY", what is wrong)``), for a caller that gathers problems."""
     model = parameters_model(analysis)
     if model is not None:
         try:
             return model.model_validate(dict(given)).model_dump(mode="json"), []
         except ValidationError as error:
             return dict(given), [
-                f"parameters.{'.'.join(map(str, e['loc'])) or '(all)'}: {e['msg']} "
-                f"(got {e.get('input')!r:.60})"
+                (
+                    f"parameters.{'.'.join(map(str, e['loc'])) or '(all)'}",
+                    f"{e['msg']} (got {e.get('input')!r:.60})",
+                )
                 for e in error.errors()
             ]
     accepted = _accepted_names(analysis)
     if accepted is None:
         return dict(given), []
     return dict(given), [
-        f"parameters.{key}: {name} takes no parameter {key!r}; it takes "
-        f"{', '.join(repr(a) for a in accepted) or 'none'}"
+        (
+            f"parameters.{key}",
+            f"{name} takes no parameter {key!r}; it takes "
+            f"{', '.join(repr(a) for a in accepted) or 'none'}",
+        )
         for key in given
         if key not in accepted
     ]
@@ -78,5 +83,8 @@ def checked_parameters(analysis: Any, given: Mapping[str, Any] | None, name: str
     """:func:`parameter_problems`, raising :class:`AnalysisInputError` with every problem."""
     parameters, problems = parameter_problems(analysis, given or {}, name)
     if problems:
-        raise AnalysisInputError(f"invalid parameters for {name}: " + "; ".join(problems))
+        raise AnalysisInputError(
+            f"invalid parameters for {name}: "
+            + "; ".join(f"{field}: {message}" for field, message in problems)
+        )
     return parameters

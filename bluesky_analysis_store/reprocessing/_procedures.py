@@ -360,7 +360,7 @@ def _resolve(
         )
         ok = False
     parameters, wrong = parameter_problems(analysis.target, spec.parameters, analysis.name)
-    problems.extend(_problem(file, name, *w.split(": ", 1)) for w in wrong)
+    problems.extend(_problem(file, name, field, message) for field, message in wrong)
     if not ok or wrong:
         return None
     retries = spec.retries if spec.retries is not None else retries

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..core._environment import API_KEY_ENV
 from ..core._errors import NotFoundError
+from ..core._paths import is_server_uri
 from ._execute import dask_client, run_here, run_on_dask
 from ._procedures import Campaign, load_campaign
 from ._report import ReprocessReport
@@ -64,16 +65,7 @@ class _Progress:
 def _check_raw_catalog(address: StoreAddress) -> None:
     """Raise :class:`NotFoundError` when the store has no raw catalog of that name (opening it
     to write would create an empty one, and a misspelt ``--raw`` would find nothing)."""
-    from ..store._store import AnalysisStore
-
-    probe = AnalysisStore.open(
-        address.target,
-        address.api_key,
-        root=address.root,
-        raw=address.raw,
-        read_only=True,
-        local_server=None if address.target.startswith(("http://", "https://")) else True,
-    )
+    probe = address.opened(read_only=True)
     try:
         if probe.raw is None:
             raise NotFoundError(
@@ -147,7 +139,7 @@ def reprocess(
     """
     began = time.monotonic()
     campaign = config if isinstance(config, Campaign) else load_campaign(config)
-    served = str(store).startswith(("http://", "https://"))
+    served = is_server_uri(str(store))
     if not served and not Path(store).is_dir():
         # opening would create an empty store (and raw catalog): nothing to reprocess there
         raise NotFoundError(

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from ..core._names import REPROCESS_KEY, SUPERSEDES_KEY
 from ..provenance._provenance import ParentRun, Provenance, canonical_json
+from ..store._queries import ExitStatus
 from ._procedures import ResolvedProcedure
 from ._tasks import Task, TaskGraph
 
@@ -75,7 +76,7 @@ class StoredRuns:
     """The start documents of the complete runs and failure records of some analyses."""
 
     def __init__(self, runs: Any, names: Iterable[str]) -> None:
-        from tiled.queries import Eq, In
+        from tiled.queries import In
 
         names = sorted(set(names))
         self.starts: dict[str, dict[str, Any]] = {}
@@ -86,9 +87,9 @@ class StoredRuns:
         if not names:
             return
         chosen = runs.search(In("start.analysis_name", names))
-        for uid, run in chosen.search(Eq("stop.exit_status", "success")).items():
+        for uid, run in chosen.search(ExitStatus("success")).items():
             self.starts[uid] = dict(run.metadata["start"])
-        for uid, run in chosen.search(Eq("stop.exit_status", "fail")).items():
+        for uid, run in chosen.search(ExitStatus("fail")).items():
             lineage = str(run.metadata["start"].get("lineage_hash"))
             self.failures.setdefault(lineage, []).append(uid)
         for uid, start in self.starts.items():

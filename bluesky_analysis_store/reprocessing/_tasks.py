@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core._errors import ProcedureError
+from ..store._queries import ExitStatus, SampleUUID, search
 from ._procedures import Campaign, RawQuery, ResolvedProcedure, dotted_items, iso_timestamp
 
 
@@ -79,7 +80,7 @@ def raw_queries(query: RawQuery) -> list[Any]:
 
     queries: list[Any] = []
     if query.exit_status is not None:
-        queries.append(Eq("stop.exit_status", query.exit_status))
+        queries.append(ExitStatus(query.exit_status))
     if query.plan_name is not None:
         queries.append(one_or_many("start.plan_name", query.plan_name))
     if isinstance(query.scan_id, int):
@@ -91,8 +92,10 @@ def raw_queries(query: RawQuery) -> list[Any]:
         queries.append(Comparison("ge", "start.time", iso_timestamp(query.since)))
     if query.until is not None:
         queries.append(Comparison("lt", "start.time", iso_timestamp(query.until)))
-    if query.sample_uuid is not None:
-        queries.append(one_or_many("start.sample_uuid", query.sample_uuid))
+    if isinstance(query.sample_uuid, str):
+        queries.append(SampleUUID(query.sample_uuid))
+    elif query.sample_uuid is not None:
+        queries.append(In("start.sample_uuid", query.sample_uuid))
     if query.uids is not None:
         queries.append(In("start.uid", query.uids))
     queries.extend(Eq(f"start.{key}", value) for key, value in dotted_items(query.start))
@@ -101,9 +104,7 @@ def raw_queries(query: RawQuery) -> list[Any]:
 
 def find_raw_runs(raw: Any, query: RawQuery) -> dict[str, dict[str, Any]]:
     """``{uid: start}`` of the raw runs ``query`` selects, in the catalog's order."""
-    runs = raw
-    for tiled_query in raw_queries(query):
-        runs = runs.search(tiled_query)
+    runs = search(raw, *raw_queries(query))
     return {uid: dict(run.metadata["start"]) for uid, run in runs.items()}
 
 

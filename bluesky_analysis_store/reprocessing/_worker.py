@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..core._errors import NotFoundError, RunConflictError
 from ..core._names import REPROCESS_KEY, SUPERSEDES_KEY
+from ..core._paths import is_server_uri
 from ..insert._runs import stored_run
 from ..provenance._capture import capture_environment, describe_parent
 from ..provenance._provenance import LooseMatch, Provenance
@@ -39,20 +40,24 @@ class StoreAddress:
     raw: str | None = None
     api_key: str | None = field(default=None, repr=False)  # never in a log or the dashboard
 
+    def opened(self, *, read_only: bool = False) -> AnalysisStore:
+        """A new :class:`AnalysisStore` on this address (the caller closes it)."""
+        from ..store._store import AnalysisStore
+
+        return AnalysisStore.open(
+            self.target,
+            self.api_key,
+            root=self.root,
+            raw=self.raw,
+            read_only=read_only,
+            local_server=None if is_server_uri(self.target) else True,
+        )
+
     def open(self) -> AnalysisStore:
         """The store, opened once per process (a worker keeps it for every task it runs)."""
         store = _OPENED.get(self)
         if store is None:
-            from ..store._store import AnalysisStore
-
-            served = self.target.startswith(("http://", "https://"))
-            store = _OPENED[self] = AnalysisStore.open(
-                self.target,
-                self.api_key,
-                root=self.root,
-                raw=self.raw,
-                local_server=None if served else True,
-            )
+            store = _OPENED[self] = self.opened()
         return store
 
     def close(self) -> None:

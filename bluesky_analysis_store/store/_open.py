@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core._errors import AnalysisStoreError
+from ..core._paths import is_server_uri
 from ..pairs._pairs import PairRegistry
 from ._catalog import embedded_tree, in_process_client, raw_container, runs_container
 from ._local_server import connect, read_state, use_local_server
@@ -74,7 +75,7 @@ def open_store(
     """
     from ._store import AnalysisStore  # which opens with this module
 
-    if isinstance(target, str | Path) and not str(target).startswith(("http://", "https://")):
+    if isinstance(target, str | Path) and not is_server_uri(target):
         directory = Path(target).resolve()
         if use_local_server(local_server) and _may_start_a_server(directory, read_only):
             opened = open_local(directory, root, raw, read_only, structure_clients)
