@@ -1,7 +1,7 @@
 """Reprocessing a campaign on Dask (issue 14): scaling, rerun, throughput.
 
     .venv/bin/python benchmarks/bench_reprocess.py [--repeats 3] [--runs 40] [--small-runs 100]
-        [--seconds 0.6] [--uncached] [--skip-cpu] [--skip-small]
+        [--seconds 0.6] [--uncached] [--skip-cpu] [--skip-small] [--requests N]
 
 The store is embedded (a directory, reached through its local server, which every worker
 shares); raw runs are event-model documents (a ``primary`` stream of 10 events: ``det``,
@@ -22,6 +22,8 @@ local server is started, untimed, before the clock starts, as at a beamline wher
    of the whole (the store's opening included in both); then the planning (task graph and
    one search per analysis) and the worker's lookups (the parents' start documents and
    ``with_lineage``) per task, in this process.
+4. ``--requests N``: the plain loop's requests over N runs by kind, with the local server's CPU
+   time spent on each kind (where a small run's time goes).
 
 Bytecode: unless ``--uncached``, the script runs itself again with ``PYTHONPYCACHEPREFIX`` in
 its scratch directory (and without ``PYTHONDONTWRITEBYTECODE``), so that this process, the Dask
@@ -241,8 +243,11 @@ def cpu_bound(stores: Stores, repeats: int, work: int, runs: int) -> None:
     print(f"  rerun / first run: {spread([100 * r for r in rerun_share], '{:.1f}')} %   <= 5 %")
 
 
-def plain_loop(directory: Path, uids: list[str]) -> None:
-    """The anchor: what a script does with ``store.save`` alone, the same work per run."""
+def plain_loop(
+    directory: Path, uids: list[str], opened: Callable[[Any], None] | None = None
+) -> None:
+    """The anchor: what a script does with ``store.save`` alone, the same work per run
+    (``opened`` is called with the store once it is open)."""
     from bluesky_analysis_store import AnalysisStore
     from bluesky_analysis_store.provenance._capture import capture_environment, describe_parent
     from bluesky_analysis_store.provenance._provenance import Provenance
@@ -250,6 +255,8 @@ def plain_loop(directory: Path, uids: list[str]) -> None:
 
     analysis = find_analysis("bench_reprocess_analyses:trivial")
     with AnalysisStore.open(directory, raw="raw", local_server=True) as store:
+        if opened is not None:
+            opened(store)
         for uid in uids:
             run = store.raw[uid]
             provenance = Provenance(
@@ -260,6 +267,45 @@ def plain_loop(directory: Path, uids: list[str]) -> None:
             )
             data_dicts, md = analysis(run, {})
             store.save(data_dicts, md, provenance=provenance)
+
+
+def request_costs(stores: Stores, runs: int) -> None:
+    """4. Where a small run's time goes: the plain loop's requests by kind, with the local
+    server's CPU time over each (``/proc``; the loop makes one request at a time, so the
+    server's CPU between a request and its reply is that request's)."""
+    directory = stores.copy("requests")
+    uids = stores.small_uids[:runs]
+    counts: dict[str, int] = {}
+    cpu: dict[str, float] = {}
+    started: list[float] = []
+
+    def before(request: Any) -> None:
+        started.append(server_cpu(directory))
+
+    def after(response: Any) -> None:
+        path = response.request.url.path.split("/")
+        kind = f"{response.request.method} /{'/'.join(path[3:5])}/... ({response.status_code})"
+        counts[kind] = counts.get(kind, 0) + 1
+        cpu[kind] = cpu.get(kind, 0.0) + server_cpu(directory) - started.pop()
+
+    def hooked(store: Any) -> None:
+        hooks = store.runs.context.http_client.event_hooks
+        hooks["request"].append(before)
+        hooks["response"].append(after)
+
+    total = server_cpu(directory)
+    took, _ = timed(partial(plain_loop, directory, uids, hooked))
+    total = server_cpu(directory) - total
+    stores.drop(directory)
+    print(
+        f"\n4. the plain loop's requests, {runs} runs ({runs / took:.2f} runs/s; local server "
+        f"CPU {1000 * total / runs:.0f} ms/run):"
+    )
+    for kind in sorted(counts, key=lambda k: -cpu[k]):
+        print(
+            f"  {kind}: {counts[kind] / runs:.1f} per run, "
+            f"{1000 * cpu[kind] / counts[kind]:.0f} ms of server CPU each"
+        )
 
 
 def lookups_per_task(directory: Path, config: Path) -> tuple[float, float, int]:
@@ -345,6 +391,7 @@ def main() -> None:
     parser.add_argument("--uncached", action="store_true")
     parser.add_argument("--skip-cpu", action="store_true")
     parser.add_argument("--skip-small", action="store_true")
+    parser.add_argument("--requests", type=int, default=0, help="4. breakdown over N runs")
     parser.add_argument("--scratch", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.uncached and args.scratch is None:  # again, with bytecode cached
@@ -371,6 +418,8 @@ def main() -> None:
                 cpu_bound(stores, args.repeats, work, args.runs)
             if not args.skip_small:
                 throughput(stores, args.repeats, args.small_runs)
+            if args.requests:
+                request_costs(stores, min(args.requests, args.small_runs))
         finally:
             stores.close()
         load = os.getloadavg()
