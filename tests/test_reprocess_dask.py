@@ -9,6 +9,8 @@ tests/reprocess_dask_analyses.py; every result's md says which process computed 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import signal
@@ -192,8 +194,10 @@ def _table(output: str) -> dict[str, dict[str, int]]:
 def chained(embedded: Embedded, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The chained campaign, run once: the runs of sample SLOW take 1.5 s each."""
     config = _config(tmp_path_factory.mktemp("chained"), "chained", seconds=1.5, only_sample=SLOW)
-    report = reprocess(config, embedded.directory, raw="raw", workers=2)
-    return config, report
+    shown = io.StringIO()  # the progress bars and the dashboard's address
+    with contextlib.redirect_stderr(shown):
+        report = reprocess(config, embedded.directory, raw="raw", workers=2, progress=True)
+    return config, report, shown.getvalue()
 
 
 @pytest.mark.timeout(600)
@@ -203,10 +207,15 @@ def test_two_chained_procedures_run_on_two_worker_processes(embedded, chained):
     time each; and the group of sample FAST started before the last run of sample SLOW was done
     (dependents start as their inputs complete, not after the whole procedure: FAST's two runs
     come first, and SLOW's four take two rounds of the two workers)."""
-    _, report = chained
+    _, report, shown = chained
     assert {key: o.status for key, o in report.outcomes.items()} == dict.fromkeys(
         report.states, "ran"
     )
+    # the bars: both workers busy with the per-run procedure at once, then all done
+    assert f"Dask dashboard: {report.dashboard}" in shown
+    assert "running=2, pending=" in shown
+    assert "chained_scans: 100%" in shown
+    assert f"ran={SCANS}, running=0, pending=0" in shown
     assert {name: (s.tasks, s.ran) for name, s in report.summary().items()} == {
         "chained_scans": (SCANS, SCANS),
         "chained_samples": (2, 2),
@@ -253,7 +262,7 @@ def test_two_chained_procedures_run_on_two_worker_processes(embedded, chained):
 def test_a_rerun_finds_everything_stored_and_starts_no_cluster(embedded, chained):
     """Run again: every task is stored (its uid reused), no Dask cluster is started and no run
     is saved."""
-    config, first = chained
+    config, first, _ = chained
     with embedded.open() as store:
         before = set(store.runs)
     again = reprocess(config, embedded.directory, raw="raw", workers=2)

@@ -12,14 +12,19 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from ._status import TaskState
 from ._tasks import TaskGraph
-from ._worker import TaskOutcome, TaskPayload, run_task
+from ._worker import STARTED_TOPIC, TaskOutcome, TaskPayload, run_task
 
-#: Called with each outcome as it arrives (and the outcomes so far).
-Listener = Callable[[TaskOutcome], None]
+
+class Listener(Protocol):
+    """Told when each task starts (on a worker) and with each outcome as it arrives."""
+
+    def started(self, key: str) -> None: ...
+
+    def __call__(self, outcome: TaskOutcome) -> None: ...
 
 
 @contextmanager
@@ -67,6 +72,8 @@ def run_on_dask(
 
     outcomes: dict[str, TaskOutcome] = {}
     futures: dict[str, Any] = {}
+    # each worker says when it begins a task (an event through the scheduler: no polling)
+    client.subscribe_topic(STARTED_TOPIC, lambda event: listener.started(event[1]))
     token = uuid.uuid4().hex[:8]  # a rerun's keys are new: Dask keeps results by key
     depth: dict[str, int] = {}
     for key, task in graph.tasks.items():
@@ -87,15 +94,18 @@ def run_on_dask(
             pure=False,
             priority=depth[key],
         )
-    by_future = {future.key: key for key, future in futures.items()}
-    for future in as_completed(list(futures.values())):
-        key = by_future[future.key]
-        try:
-            outcome = future.result()
-        except Exception as error:  # the worker died (KilledWorker), or Dask failed
-            outcome = TaskOutcome(key, "failed", reason=f"{type(error).__name__}: {error}")
-        outcomes[key] = outcome
-        listener(outcome)
+    try:
+        by_future = {future.key: key for key, future in futures.items()}
+        for future in as_completed(list(futures.values())):
+            key = by_future[future.key]
+            try:
+                outcome = future.result()
+            except Exception as error:  # the worker died (KilledWorker), or Dask failed
+                outcome = TaskOutcome(key, "failed", reason=f"{type(error).__name__}: {error}")
+            outcomes[key] = outcome
+            listener(outcome)
+    finally:
+        client.unsubscribe_topic(STARTED_TOPIC)
     return {key: outcomes[key] for key in graph.tasks}
 
 
@@ -111,6 +121,7 @@ def run_here(
         state = states[key]
         outcome = known_outcome(state)
         if outcome is None:
+            listener.started(key)
             outcome = run_task(payload(state), *(outcomes[u] for u in task.upstream))
         outcomes[key] = outcome
         listener(outcome)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -25,7 +26,8 @@ def _say(message: str) -> None:
 
 
 class _Progress:
-    """A progress bar per procedure: done (ran), stored, loose, failed, skipped, running."""
+    """A progress bar per procedure: done (ran), stored, loose, failed, skipped, running, and
+    pending (planned to run, not started yet)."""
 
     def __init__(self, report: ReprocessReport, shown: bool) -> None:
         from tqdm import tqdm
@@ -44,18 +46,41 @@ class _Progress:
             for name in counts
         }
         self._todo = {name: row.to_run for name, row in counts.items()}
+        self._running: dict[str, set[str]] = {name: set() for name in counts}
+        self._done: set[str] = set()  # a start may arrive after its outcome (another route)
+        # starts arrive on the Dask client's event loop, outcomes on the caller's thread
+        self._lock = threading.Lock()
+
+    def started(self, key: str) -> None:
+        """A task began on a worker."""
+        with self._lock:
+            name = self._procedure.get(key)
+            if name is None or key in self._done:
+                return
+            self._running[name].add(key)
+            self._show(name, refresh=True)
 
     def __call__(self, outcome: TaskOutcome) -> None:
-        name = self._procedure[outcome.key]
-        counts = self._counts[name]
-        counts[outcome.status] += 1
-        if self._planned[outcome.key]:
-            self._todo[name] -= 1
-        bar = self._bars[name]
-        bar.set_postfix(
-            {**{k: v for k, v in counts.items() if v}, "pending": self._todo[name]}, refresh=False
+        with self._lock:
+            name = self._procedure[outcome.key]
+            self._done.add(outcome.key)
+            self._counts[name][outcome.status] += 1
+            if self._planned[outcome.key]:
+                self._todo[name] -= 1
+            self._running[name].discard(outcome.key)
+            self._show(name, refresh=False)
+            self._bars[name].update(1)  # draws it
+
+    def _show(self, name: str, *, refresh: bool) -> None:
+        running = len(self._running[name])
+        self._bars[name].set_postfix(
+            {
+                **{k: v for k, v in self._counts[name].items() if v},
+                "running": running,
+                "pending": self._todo[name] - running,
+            },
+            refresh=refresh,
         )
-        bar.update(1)
 
     def close(self) -> None:
         for bar in self._bars.values():

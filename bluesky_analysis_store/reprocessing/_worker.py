@@ -29,6 +29,9 @@ logger = logging.getLogger("bluesky_analysis_store.reprocessing")
 
 Outcome = Literal["ran", "stored", "loose", "failed", "skipped"]
 
+#: The Dask event topic on which a worker says it began a task (its key).
+STARTED_TOPIC = "bas-task-started"
+
 
 @dataclass(frozen=True)
 class StoreAddress:
@@ -127,12 +130,25 @@ def run_task(payload: TaskPayload, *upstream: TaskOutcome) -> TaskOutcome:
             "skipped",
             reason="; ".join(f"{o.key} {o.status}" for o in blocked),
         )
+    _say_started(payload.key)
     try:
         with _in_this_thread():
             return _run(payload, upstream)
     except Exception as error:
         logger.exception("%s could not run", payload.key)
         return TaskOutcome(payload.key, "failed", reason=f"{type(error).__name__}: {error}")
+
+
+def _say_started(key: str) -> None:
+    """Tell the client, through the scheduler, that this worker began task ``key`` (for the
+    progress bars' "running"); nothing outside a Dask worker."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # not on a worker (run here, without Dask)
+        return
+    worker.log_event(STARTED_TOPIC, key)
 
 
 def _in_this_thread() -> Any:
