@@ -129,6 +129,12 @@ def test_the_page_needs_a_key_and_the_read_only_key_can_view(server, chain):
         f"{server.uri}/api/v1/metadata/analysis", cookies={"tiled_api_key": READ_KEY}, json={}
     )
     assert denied.status_code == 403
+    # the write key as a cookie writes only with tiled's double-submit CSRF token
+    unchecked = httpx.post(
+        f"{server.uri}/api/v1/metadata/analysis", cookies={"tiled_api_key": WRITE_KEY}, json={}
+    )
+    assert unchecked.status_code == 403
+    assert "csrf" in unchecked.text.lower()
 
 
 def test_the_page_shows_provenance_and_failures_escaped(server, chain):
