@@ -124,6 +124,13 @@ def test_the_page_needs_a_key_and_the_read_only_key_can_view(server, chain):
     assert cookie.startswith(f"tiled_api_key={READ_KEY};")
     assert "HttpOnly" in cookie
     assert "samesite=lax" in cookie.lower()
+    # tiled's own pages keep a valid key in the same cookie (tiled's move_api_key), not a wrong one
+    ui = httpx.get(f"{server.uri}/ui/", params={"api_key": READ_KEY})
+    assert ui.status_code == 200
+    assert ui.cookies["tiled_api_key"] == READ_KEY
+    ui = httpx.get(f"{server.uri}/ui/", params={"api_key": WRONG_KEY})
+    assert ui.status_code == 200
+    assert "tiled_api_key" not in ui.cookies
     # the read-only key, as a cookie, still cannot write
     denied = httpx.post(
         f"{server.uri}/api/v1/metadata/analysis", cookies={"tiled_api_key": READ_KEY}, json={}
@@ -150,6 +157,10 @@ def test_the_page_shows_provenance_and_failures_escaped(server, chain):
     failures = text.split('id="failures"')[1]
     assert chain.failure in failures
     assert "fit did not converge &lt;b&gt;after 100 steps&lt;/b&gt;" in failures
+    # the failure record's own page: its status and reason
+    failed = _page(server, chain.failure, headers=_read(READ_KEY)).text
+    assert "<td>fail</td>" in failed
+    assert "fit did not converge &lt;b&gt;" in failed
     # the raw run's page: the graph below it, no provenance
     raw = _page(server, chain.raw, headers=_read(READ_KEY))
     assert raw.status_code == 200
@@ -315,3 +326,20 @@ def test_in_a_browser(server, chain, browser):
     driver.delete_all_cookies()
     driver.get(f"{server.uri}/healthz")
     assert _status(driver, f"/lineage/{chain.merge}") == 401
+
+
+def test_the_svg_escapes_what_it_draws_and_links():
+    """Labels come from user metadata; links from the page (quoted as attributes)."""
+    from bluesky_analysis_store.store._lineage_graph import LineageGraph, LineageNode, NodeLinks
+
+    graph = LineageGraph(focus="b")
+    graph.nodes["a"] = LineageNode("a", "raw", SCRIPT)
+    graph.nodes["b"] = LineageNode("b", "analysis", '"><svg onload=alert(1)>')
+    graph.edges.add(("a", "b"))
+    svg = ElementTree.fromstring(graph.as_svg(lambda uid: NodeLinks(f'/p/{uid}?"x"', None)))
+    assert [e.tag for e in svg.iter()].count(f"{SVG}svg") == 1  # nothing injected
+    assert not [e for e in svg.iter() if e.tag.endswith("script") or e.get("onload")]
+    texts = [t.text for t in svg.iter(f"{SVG}text")]
+    assert SCRIPT[:32] in texts
+    assert {a.get("href") for a in svg.iter(f"{SVG}a")} == {'/p/a?"x"', '/p/b?"x"'}
+    assert "<a" not in graph.as_svg()  # without links, nothing is a link
