@@ -184,6 +184,17 @@ def test_an_unknown_uid_or_a_path_is_a_404_page(server, chain, uid):
         assert "No run" in answer.text
 
 
+def test_a_partial_uid_redirects_to_the_full_one(server, chain):
+    answer = _page(server, chain.merge[:8], headers=_read(READ_KEY))
+    assert answer.status_code == 307
+    assert answer.headers["location"] == f"/lineage/{chain.merge}"
+    # the key in the URL first: to the page without it, then to the full uid
+    answer = _page(server, chain.merge[:8], params={"api_key": READ_KEY})
+    assert answer.status_code == 303
+    assert answer.headers["location"] == f"/lineage/{chain.merge[:8]}"
+    assert _page(server, "fffff-", headers=_read(READ_KEY)).status_code == 404
+
+
 def test_the_svg_links_each_node_to_its_page_and_data(server, chain):
     text = _page(server, chain.merge, headers=_read(READ_KEY)).text
     svg = ElementTree.fromstring(text[text.index("<svg") : text.index("</svg>") + 6])

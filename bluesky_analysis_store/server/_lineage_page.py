@@ -39,10 +39,22 @@ class RunPage:
     failures: list[dict[str, Any]] = field(default_factory=list)
 
 
+#: The start of a uid (bluesky-tiled-plugins' partial uids have at least 5 characters).
+PARTIAL_UID = re.compile(r"^[0-9a-fA-F-]{5,35}$")
+
+
 def _uid_pattern() -> "re.Pattern[str]":
     from ..provenance._provenance import UID_PATTERN
 
     return re.compile(UID_PATTERN)
+
+
+async def runs_starting_with(entry: Any, partial: str, limit: int = 10) -> list[str]:
+    """Uids of the runs of ``entry`` that start with ``partial`` (a :data:`PARTIAL_UID`): the
+    query bluesky-tiled-plugins sends for a partial uid to an SQL catalog."""
+    from tiled.queries import Like
+
+    return list(await entry.search(Like("start.uid", f"{partial}%")).keys_range(0, limit))
 
 
 def shown(value: Any) -> str:
@@ -201,7 +213,7 @@ def lineage_page_router() -> Any:
     """The page's router, added at the root of the store's app by ``bas serve``
     (:func:`._server.build_server_app`)."""
     from fastapi import APIRouter, Depends, Request, Security
-    from fastapi.responses import HTMLResponse
+    from fastapi.responses import HTMLResponse, RedirectResponse
     from markupsafe import Markup
     from tiled.server.authentication import (
         check_scopes,
@@ -230,11 +242,13 @@ def lineage_page_router() -> Any:
         authn_access_tags: Any = Depends(get_current_access_tags),  # noqa: B008
         authn_scopes: Any = Depends(get_current_scopes),  # noqa: B008
         _: Any = Security(check_scopes, scopes=["read:metadata"]),  # noqa: B008
-    ) -> HTMLResponse:
-        """A run's lineage page (HTML): its graph, provenance and its parents' failures."""
+    ) -> Any:
+        """A run's lineage page (HTML): its graph, provenance and its parents' failures; a
+        partial uid redirects to the page of the one analysis run whose uid starts so."""
         root = request.scope.get("root_path", "")
-        context = None
-        if uid_pattern.match(uid):  # anything else is no run (nor a path)
+        context, candidates = None, []
+        full = uid_pattern.match(uid)
+        if full or PARTIAL_UID.match(uid):  # anything else is no run (nor a path)
             entry = await container_entry(
                 request,
                 RUNS_CONTAINER,
@@ -244,9 +258,14 @@ def lineage_page_router() -> Any:
                 authn_access_tags,
                 authn_scopes,
             )
-            context = await page_context(entry, root_tree, uid, root)
+            if full:
+                context = await page_context(entry, root_tree, uid, root)
+            else:  # the page of the one analysis run that starts so
+                candidates = await runs_starting_with(entry, uid)
+                if len(candidates) == 1:
+                    return RedirectResponse(f"{root}{LINEAGE_PAGE}{candidates[0]}", 307)
         if context is None:
-            html = page.render(found=False, uid=uid, root=root)
+            html = page.render(found=False, uid=uid, root=root, candidates=candidates)
             return HTMLResponse(html, status_code=404)
         context["svg"] = Markup(context["svg"])  # built by as_svg, which escapes what it draws
         return HTMLResponse(page.render(found=True, root=root, **context))
