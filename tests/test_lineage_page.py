@@ -234,7 +234,6 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let selenium fetch a driver
     profile = tmp_path_factory.mktemp("chromium")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
@@ -250,10 +249,16 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # chromium keeps crash reports and dconf settings under $HOME's XDG folders: here instead
+    xdg = {f"XDG_{name}_HOME": str(profile / name.lower()) for name in ("CONFIG", "CACHE")}
     service = Service(
-        executable_path=str(CHROMEDRIVER), log_output=str(profile / "chromedriver.log")
+        executable_path=str(CHROMEDRIVER),
+        log_output=str(profile / "chromedriver.log"),
+        env={**os.environ, **xdg},
     )
-    driver = webdriver.Chrome(service=service, options=options)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SE_OFFLINE", "true")  # never let selenium fetch a browser or a driver
+        driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(60)
     try:
         yield driver
