@@ -127,6 +127,8 @@ async def _raw_starts(
 async def _failures_of(entry: Any, parents: list[str]) -> list[dict[str, Any]]:
     """The failure records derived from ``parents`` (each once), from the lineage index: the
     children it lists when asked for incomplete runs too, less the complete ones."""
+    from tiled.server.core import NoEntry
+
     from ..store._failures import failure_record, is_failure
     from ..store._lineage_route import ask_index
 
@@ -138,7 +140,10 @@ async def _failures_of(entry: Any, parents: list[str]) -> list[dict[str, Any]]:
         for _, child in (every or {}).get("edges", []):
             if child in done or child in records:
                 continue
-            metadata = (await entry.lookup_adapter([child])).metadata()
+            try:
+                metadata = (await entry.lookup_adapter([child])).metadata()
+            except NoEntry:  # deleted since the index answered
+                continue
             if is_failure(metadata):
                 records[child] = failure_record(child, metadata)
     return list(records.values())
@@ -212,7 +217,7 @@ def templates() -> Any:
 def lineage_page_router() -> Any:
     """The page's router, added at the root of the store's app by ``bas serve``
     (:func:`._server.build_server_app`)."""
-    from fastapi import APIRouter, Depends, Request, Security
+    from fastapi import APIRouter, Depends, HTTPException, Request, Security
     from fastapi.responses import HTMLResponse, RedirectResponse
     from markupsafe import Markup
     from tiled.server.authentication import (
@@ -224,6 +229,7 @@ def lineage_page_router() -> Any:
     )
     from tiled.server.dependencies import get_root_tree
 
+    from ..core._errors import AnalysisStoreError
     from ..store._catalog import RUNS_CONTAINER
     from ..store._route_entry import container_entry
 
@@ -259,7 +265,10 @@ def lineage_page_router() -> Any:
                 authn_scopes,
             )
             if full:
-                context = await page_context(entry, root_tree, uid, root)
+                try:
+                    context = await page_context(entry, root_tree, uid, root)
+                except AnalysisStoreError as error:  # no lineage index to ask
+                    raise HTTPException(409, str(error)) from None
             else:  # the page of the one analysis run that starts so
                 candidates = await runs_starting_with(entry, uid)
                 if len(candidates) == 1:
