@@ -56,7 +56,8 @@ peers: $(TEST_STAMP)
 		test -d "$$target/tests/examples"; \
 	fi
 
-# Every temporary file (pytest's, tiled's, ophyd.sim's) goes into one directory removed afterwards.
+# Every temporary file (pytest's, tiled's, ophyd.sim's) goes into one directory removed afterwards;
+# what the tests keep (test-results/: the lineage page's screenshot) is outside it, kept.
 pytest: $(TEST_STAMP) peers
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && TMPDIR=$$tmp $(PY) -m pytest
 

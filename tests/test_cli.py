@@ -1,5 +1,6 @@
 """``bas`` as a user runs it: a real subprocess."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,7 @@ def _save_show_search_lineage(tmp_path: Path, incoming: Path, store: list[str], 
     assert shown.returncode == 0, shown.stderr
     assert f"uid:       {uid}" in shown.stdout
     assert f"parents:   {parent}" in shown.stdout
+    assert re.search(rf"^page:      http://127\.0\.0\.1:\d+/lineage/{uid}$", shown.stdout, re.M)
     assert "  peaks/data  shape (1, 8, 5)" in shown.stdout
     assert "  spectrum_1/data  shape (1, 2)" in shown.stdout
 

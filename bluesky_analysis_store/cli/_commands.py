@@ -196,10 +196,28 @@ def _show(args: argparse.Namespace) -> int:
         if "sample_uuid" in start:
             print(f"sample:    {start.get('sample_name')} ({start['sample_uuid']})")
         print(f"status:    {stop.get('exit_status', 'incomplete (no stop document)')}")
+        page = lineage_page_url(store, start["uid"])
+        if page is not None:
+            print(f"page:      {page}")
         for stream, keys in _stream_keys(run, stop):
             for key, shape in keys:
                 print(f"  {stream}/{key}" + (f"  shape {shape}" if shape else ""))
     return 0
+
+
+def lineage_page_url(store: Any, uid: str) -> str | None:
+    """The address of run ``uid``'s lineage page when the store is reached through a server
+    (``bas serve``, or an embedded store's local server), else None (a store in process)."""
+    from urllib.parse import urlsplit
+
+    from ..server._lineage_page import LINEAGE_PAGE
+
+    api = str(getattr(getattr(store.runs, "context", None), "api_uri", "") or "")
+    parts = urlsplit(api)
+    if parts.scheme not in ("http", "https") or parts.hostname == "local-tiled-app":
+        return None  # tiled's in-process app (Context.from_app) answers no browser
+    root = api.removesuffix("/").removesuffix("/api/v1")
+    return f"{root}{LINEAGE_PAGE}{uid}"
 
 
 def _is_data_key(key: str) -> bool:

@@ -5,7 +5,9 @@
   anyone read array chunks through its zarr routes).
 * An optional read-only key may read (GET/HEAD) and gets 403 for anything else; it is turned
   into the server's own key inside the process, after a constant-time comparison.
-* Keys given in a URL (``?api_key=``) are moved into the header before anything logs the URL.
+* Keys given in a URL (``?api_key=``) are moved into the header before anything logs the URL;
+  a valid one opening a page (tiled's ``/`` and ``/ui/...``, the lineage page) is kept in
+  tiled's cookie, as tiled does, so that the page's links work for the same viewer.
 * The app is the store's own (:func:`._app.build_store_app`, the embedded store's too): a run
   in the analysis container must carry valid provenance however it is created or changed, and
   nothing outside the store is registered or served (HTTP 400/403, see :mod:`._tree_rules`).
@@ -21,6 +23,7 @@ from typing import Any
 from ..core._environment import API_KEY_ENV, READ_KEY_ENV
 from ..core._errors import AnalysisStoreError
 from ..store._asgi import reply
+from ._lineage_page import LINEAGE_PAGE
 
 MIN_KEY_LENGTH = 16
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -92,6 +95,31 @@ def _is_public(path: str) -> bool:
     return path in PUBLIC_ROUTES or path.startswith("/ui/")
 
 
+def _sets_key_cookie(path: str) -> bool:
+    """Pages a browser opens with ``?api_key=``: tiled's own (its ``move_api_key`` dependency,
+    on ``/`` and ``/ui/...``) and the lineage page."""
+    return path == "/" or path.startswith(("/ui/", LINEAGE_PAGE))
+
+
+def _key_cookie(key: str) -> tuple[bytes, bytes]:
+    """The cookie tiled sets from ``?api_key=`` (``move_api_key`` with its app's ``set_cookies``
+    defaults: HttpOnly, SameSite=lax, path /). Keys are ASCII letters and digits
+    (:func:`check_key`): nothing to quote."""
+    return b"set-cookie", f"{API_KEY_COOKIE}={key}; HttpOnly; Path=/; SameSite=lax".encode()
+
+
+async def _redirect_with_cookie(send: Any, location: bytes, cookie: tuple[bytes, bytes]) -> None:
+    """303 to ``location`` (the page without the key in its URL), setting the key's cookie."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 303,
+            "headers": [(b"location", location), cookie, (b"content-length", b"0")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
 def _same(given: str | None, key: bytes) -> bool:
     """Constant-time comparison (of bytes: ``compare_digest`` refuses non-ASCII str)."""
     return given is not None and secrets.compare_digest(given.encode("utf-8"), key)
@@ -103,7 +131,8 @@ class KeyGuard:
     * An ``api_key`` in the query string is moved into the ``Authorization`` header (tiled gives
       the query precedence, so it replaces a header key) and removed from the query string *in
       place*: the server's access log, which formats the same scope object, then never shows a
-      key even at debug level (and tiled does not copy it into a cookie).
+      key even at debug level. tiled does not see it there to copy it into its cookie: a
+      valid key opening a page is put there by the guard (:func:`_sets_key_cookie`).
     * Deny by default: a request without the write or the read-only key gets 401, except on
       :data:`PUBLIC_ROUTES`. tiled alone answers its zarr routes (array chunks, table columns)
       and its GraphQL route without any key.
@@ -136,14 +165,18 @@ class KeyGuard:
         if given is None:  # tiled falls back on the cookie, also behind a Bearer header
             given = _cookie_key(headers)
         method = scope.get("method", "GET")  # a websocket only reads
+        valid = False
         if self._read is not None and _same(given, self._read):
             if method not in READ_METHODS:
                 await reply(send, 403, "this key is read-only: it may read but not write")
                 return
+            valid = True
             headers = [(n, v) for n, v in headers if n not in (b"authorization", b"cookie")]
             headers.append((b"authorization", f"Apikey {self._write_text}".encode()))
             scope["headers"] = headers
-        elif not _same(given, self._write) and not _is_public(scope["path"]):
+        elif _same(given, self._write):
+            valid = True
+        elif not _is_public(scope["path"]):
             # tiled itself lets a request without any key read its zarr routes and GraphQL
             if scope["type"] == "websocket":
                 await receive()  # websocket.connect
@@ -151,7 +184,31 @@ class KeyGuard:
             else:
                 await reply(send, 401, "a valid API key is required (header 'Apikey KEY')")
             return
+        if valid and keys and scope["type"] == "http" and _sets_key_cookie(scope["path"]):
+            await self._with_key_cookie(scope, receive, send, keys[0])
+            return
         await self.app(scope, receive, send)
+
+    async def _with_key_cookie(self, scope: Any, receive: Any, send: Any, key: str) -> None:
+        """A page opened with a valid ``?api_key=``: tiled's cookie, so that the page's links
+        (and tiled's web UI) work for the same viewer with the same key. The lineage page
+        answers with a redirect to itself without the key, which so leaves the address bar
+        and the browser's history; tiled's pages are served with the cookie added."""
+        cookie = _key_cookie(key)
+        if scope["path"].startswith(LINEAGE_PAGE):
+            # the path as sent (still %-encoded: no header can be smuggled into Location)
+            path = scope.get("raw_path") or scope["path"].encode()
+            query = scope["query_string"]
+            location = path + (b"?" + query if query else b"")
+            await _redirect_with_cookie(send, location, cookie)
+            return
+
+        async def send_with_cookie(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), cookie]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
 
 
 def keys_from_environment() -> tuple[str, str | None]:
@@ -200,12 +257,18 @@ def build_server_app(
     tables_uri: str | None = None,
 ) -> Any:
     """The ASGI app of ``bas serve`` (of each of its workers): the store's app
-    (:func:`._app.build_store_app`) on :func:`served_tree`, behind :class:`KeyGuard`."""
+    (:func:`._app.build_store_app`) on :func:`served_tree`, with the lineage page
+    (:mod:`._lineage_page`), behind :class:`KeyGuard`."""
     check_keys(write_key, read_key)  # before the slow imports: refuse weak keys at once
     from tiled.config import Authentication
 
     from ..store._app import build_store_app
+    from ._lineage_page import lineage_page_router
 
     tree = served_tree(directory, catalog_uri=catalog_uri, tables_uri=tables_uri)
-    app = build_store_app(tree, authentication=Authentication(single_user_api_key=write_key))
+    app = build_store_app(
+        tree,
+        authentication=Authentication(single_user_api_key=write_key),
+        routers=[lineage_page_router()],  # /lineage/UID: a run's page, for a browser
+    )
     return KeyGuard(app, write_key, read_key)

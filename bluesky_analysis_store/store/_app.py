@@ -12,7 +12,7 @@ one request (:mod:`._lineage_route`); it tells its clients whether it keeps stre
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from tiled.server.app import build_app  # sets its logger to INFO: import before adjusting it
@@ -54,7 +54,11 @@ def uses_duckdb(tree: Any) -> bool:
 
 
 def build_store_app(
-    tree: Any, *, authentication: Any = None, one_request_at_a_time: bool | None = None
+    tree: Any,
+    *,
+    authentication: Any = None,
+    one_request_at_a_time: bool | None = None,
+    routers: Sequence[Any] = (),
 ) -> Any:
     """The ASGI app serving a store's tiled ``tree``, with the store's rules.
 
@@ -67,6 +71,9 @@ def build_store_app(
     one_request_at_a_time : bool, optional
         Serialize requests (see :class:`._asgi.OneRequestAtATime`); default: when the tables
         are a DuckDB file.
+    routers : sequence of fastapi.APIRouter, optional
+        More routes at the app's root, with tiled's dependencies (``bas serve``: the lineage
+        page).
     """
     from ._lineage_route import lineage_router
     from ._streams_route import streams_router
@@ -80,6 +87,8 @@ def build_store_app(
         # the lineage index's answers, one request each; whether the server keeps streams
         include_routers=[lineage_router(), streams_router()],
     )
+    for router in routers:  # at the root: tiled puts its include_routers under /api/v1
+        app.include_router(router)
     fold_dependency_overrides(app)
     if one_request_at_a_time if one_request_at_a_time is not None else uses_duckdb(tree):
         app = OneRequestAtATime(app)

@@ -41,19 +41,24 @@ def failed_analyses(runs: Any, name: str | None = None) -> list[dict[str, Any]]:
     """The failure records in ``runs`` (of analysis ``name``, or all); see
     :meth:`AnalysisStore.failed_analyses`."""
     queries = [ExitStatus("fail")] + ([AnalysisName(name)] if name else [])
-    failures = []
-    for uid, run in search(runs, *queries).items():
-        start, stop = run.metadata["start"], run.metadata.get("stop") or {}
-        failures.append(
-            {
-                "uid": uid,
-                "analysis_name": start.get("analysis_name"),
-                "analysis_version": start.get("analysis_version"),
-                "parent_uids": list(start.get("parent_uids", [])),
-                "reason": stop.get("reason", ""),
-            }
-        )
-    return failures
+    return [failure_record(uid, run.metadata) for uid, run in search(runs, *queries).items()]
+
+
+def is_failure(metadata: Mapping[str, Any]) -> bool:
+    """Is a run with this ``metadata`` (``start`` and ``stop``) a failure record?"""
+    return (metadata.get("stop") or {}).get("exit_status") == "fail"
+
+
+def failure_record(uid: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """What :func:`failed_analyses` says of one failure record, from its run's ``metadata``."""
+    start, stop = metadata["start"], metadata.get("stop") or {}
+    return {
+        "uid": uid,
+        "analysis_name": start.get("analysis_name"),
+        "analysis_version": start.get("analysis_version"),
+        "parent_uids": list(start.get("parent_uids", [])),
+        "reason": stop.get("reason", ""),
+    }
 
 
 def missing_analysis(

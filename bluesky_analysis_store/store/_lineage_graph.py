@@ -22,6 +22,14 @@ class LineageNode:
     label: str
 
 
+@dataclass(frozen=True)
+class NodeLinks:
+    """Where a node of the SVG picture leads: its own page and, if stored, its data."""
+
+    page: str
+    data: str | None = None
+
+
 @dataclass
 class LineageGraph:
     """Runs (nodes) and parent → child edges around one focus run."""
@@ -85,8 +93,12 @@ class LineageGraph:
                 frontier = nxt
         return depth
 
-    def as_svg(self) -> str:
-        """An SVG picture: one column per generation, parents left, derived runs right."""
+    def as_svg(self, links: Callable[[str], NodeLinks] | None = None) -> str:
+        """An SVG picture: one column per generation, parents left, derived runs right.
+
+        ``links(uid)``: where each node leads (the lineage page serves it so); the box links to
+        ``page``, a "data" mark in its corner to ``data``. Without it, nothing is a link.
+        """
         depth = self._depths()
         columns: dict[int, list[str]] = {}
         for uid in sorted(depth, key=lambda u: (depth[u], self.nodes[u].label, u)):
@@ -125,13 +137,22 @@ class LineageGraph:
         for uid, (x, y) in position.items():
             node = self.nodes[uid]
             stroke = 3 if uid == self.focus else 1
-            parts += [
-                f"<g><title>{html.escape(uid)}</title>"
+            box = [
                 f'<rect x="{x}" y="{y}" width="{width}" height="{height}" rx="6" '
                 f'fill="{colors[node.kind]}" stroke="#333" stroke-width="{stroke}"/>',
                 f'<text x="{x + 8}" y="{y + 18}">{html.escape(node.label[:32])}</text>',
-                f'<text x="{x + 8}" y="{y + 36}" fill="#555">{node.kind} {uid[:8]}</text></g>',
+                f'<text x="{x + 8}" y="{y + 36}" fill="#555">{node.kind} {uid[:8]}</text>',
             ]
+            to = links(uid) if links is not None else None
+            if to is not None:  # a link may not hold another: the data mark sits beside
+                box = [f'<a class="node" href="{html.escape(to.page)}">', *box, "</a>"]
+                if to.data is not None:
+                    box += [
+                        f'<a class="data" href="{html.escape(to.data)}">'
+                        f'<text x="{x + width - 8}" y="{y + 36}" text-anchor="end" '
+                        'fill="#1d4ed8" text-decoration="underline">data</text></a>'
+                    ]
+            parts += [f"<g><title>{html.escape(uid)}</title>", *box, "</g>"]
         parts.append("</svg>")
         return "\n".join(parts)
 

@@ -31,7 +31,7 @@ def lineage_router() -> APIRouter:
     ) -> dict:
         import json
 
-        from ._lineage_index import HEALTH, answer, health, installed, sync_execute
+        from ._lineage_index import HEALTH
 
         try:
             arguments = json.loads(args)
@@ -40,24 +40,12 @@ def lineage_router() -> APIRouter:
         if ask not in (*QUESTIONS, HEALTH) or not isinstance(arguments, dict):
             raise HTTPException(400, f"ask one of {(*QUESTIONS, HEALTH)}, with args a JSON object")
         engine = getattr(getattr(entry, "context", None), "engine", None)
-        node = getattr(entry, "node", None)
-        if engine is None or node is None:  # not a catalog container: nothing indexed
+        if engine is None or getattr(entry, "node", None) is None:  # not a catalog container
             raise HTTPException(409, "no lineage index for this container")
-        dialect = engine.dialect.name
-
-        def work(connection: Any) -> dict | None:
-            execute = sync_execute(connection)
-            if ask == HEALTH:  # the index itself, installed or not
-                return health(execute, dialect)
-            if not installed(execute, dialect):
-                return None
-            return answer(execute, dialect, node.id, ask, arguments)
-
         from ..core._errors import AnalysisInputError
 
         try:
-            async with engine.connect() as connection:
-                result = await connection.run_sync(work)
+            result = await ask_index(entry, ask, arguments)
         except AnalysisInputError as error:  # a question without its arguments
             raise HTTPException(400, str(error)) from None
         if result is None:
@@ -65,3 +53,28 @@ def lineage_router() -> APIRouter:
         return result
 
     return router
+
+
+async def ask_index(entry: Any, ask: str, arguments: dict) -> dict | None:
+    """The lineage index's answer (:func:`._lineage_index.answer`, or its ``health``) about the
+    catalog container ``entry`` (tiled's adapter), or None: no index there (not a catalog
+    container, or the index is not installed). Shared by the route and the lineage page."""
+    from ._lineage_index import HEALTH, answer, health, installed, sync_execute
+
+    engine = getattr(getattr(entry, "context", None), "engine", None)
+    node = getattr(entry, "node", None)
+    if engine is None or node is None:
+        return None
+    dialect = engine.dialect.name
+
+    def work(connection: Any) -> dict | None:
+        execute = sync_execute(connection)
+        if ask == HEALTH:  # the index itself, installed or not
+            return health(execute, dialect)
+        if not installed(execute, dialect):
+            return None
+        return answer(execute, dialect, node.id, ask, arguments)
+
+    async with engine.connect() as connection:
+        result: dict | None = await connection.run_sync(work)
+    return result
