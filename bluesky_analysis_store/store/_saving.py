@@ -123,20 +123,25 @@ class SavingStore:
     def _already_saved(self, prepared: PreparedRun) -> str | None:
         """The uid of a complete run holding exactly what ``prepared`` would save, or None;
         :class:`RunConflictError` if complete runs of its lineage hold something else."""
-        contents = self._lineage_contents(prepared.lineage_hash)
-        same = [uid for uid, content in contents.items() if content == prepared.content_hash]
+        return self._lineage_match(prepared.start)
+
+    def _lineage_match(self, start: Mapping[str, Any]) -> str | None:
+        """The uid of a complete run of ``start``'s lineage with its content hash, or None;
+        :class:`RunConflictError` if complete runs of its lineage hold something else."""
+        lineage_hash = str(start["lineage_hash"])
+        contents = self._lineage_contents(lineage_hash)
+        same = [uid for uid, content in contents.items() if content == start["content_hash"]]
         if same:
             logger.info(
                 "run %s already holds lineage %s with the same content; not saved again",
                 same[0],
-                prepared.lineage_hash,
+                lineage_hash,
             )
             return same[0]
         others = list(contents)
         if others:
-            start = prepared.start
             raise RunConflictError(
-                f"lineage {prepared.lineage_hash} (analysis {start['analysis_name']!r} version "
+                f"lineage {lineage_hash} (analysis {start['analysis_name']!r} version "
                 f"{start['analysis_version']!r}, same parameters and parents) is already "
                 f"saved as run(s) {', '.join(others[:3])}{' ...' if len(others) > 3 else ''} "
                 "with different data or metadata (content_hash differs); nothing was written. "
