@@ -385,4 +385,8 @@ class JsonlStore(SavingStore, ClosingContext):
         return iter(list(self._index.refresh()))
 
     def close(self) -> None:
-        """Nothing to release (every run's file is closed at its stop)."""
+        """Give up the runs still open (never indexed, they were never in the store): their
+        files are removed."""
+        if self._pipeline is not None:
+            for chain in self._pipeline.open_runs():
+                self._pipeline.discard(chain.gate.uid)

@@ -168,7 +168,11 @@ class NullStore(SavingStore, ClosingContext):
         return iter(())
 
     def close(self) -> None:
-        """Remove the temporary root (and close the raw catalog's source)."""
+        """Give up the runs still open, remove the temporary root (and close the raw
+        catalog's source)."""
+        if self._pipeline is not None:
+            for chain in self._pipeline.open_runs():
+                self._pipeline.discard(chain.gate.uid)
         shutil.rmtree(self.root, ignore_errors=True)
         if self._context is not None:
             self._context.close()

@@ -79,7 +79,7 @@ def open_store(
     """
     from ._store import AnalysisStore  # which opens with this module
 
-    other = _open_without_tiled(target, api_key, root, registry, raw, read_only)
+    other = _open_without_tiled(target, api_key, root, registry, raw, read_only, local_server)
     if other is not None:
         # typed as the tiled store for the callers that know which store they open; a null
         # or JSONL store satisfies the Store protocol (what LiveAnalysis, the analyze plan and
@@ -127,6 +127,7 @@ def _open_without_tiled(
     registry: PairRegistry | None,
     raw: Any,
     read_only: bool,
+    local_server: bool | None,
 ) -> Store | None:
     """A null store (``null:``, ``null:SOURCE``) or a JSONL store (``jsonl:DIR``, or a directory
     holding one), else None."""
@@ -138,7 +139,9 @@ def _open_without_tiled(
         if not source:  # a raw catalog given as a client, or none
             return NullStore(registry=registry, raw=None if isinstance(raw, str) else raw)
         # the raw runs of the store at SOURCE, read-only (nothing is created there)
-        opened = open_store(source, api_key, root=root, raw=raw or "raw", read_only=True)
+        opened = open_store(
+            source, api_key, root=root, raw=raw or "raw", read_only=True, local_server=local_server
+        )
         return NullStore(registry=registry, raw=opened.raw, context=opened)
     directory = None
     if scheme == "jsonl":
