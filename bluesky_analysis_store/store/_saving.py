@@ -12,6 +12,7 @@ same :meth:`insert`. The stores differ only in what answers "already saved?", wh
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
@@ -38,7 +39,7 @@ def remove_files(files: Sequence[Path], root: Path) -> None:
     remove_empty_directories({path.parent for path in files}, root)
 
 
-class SavingStore:
+class SavingStore(ABC):
     """``save`` and ``record_failure`` for every store (see the module's docstring).
 
     A store provides ``root``, ``registry``, ``read_only``, :meth:`insert`,
@@ -49,19 +50,21 @@ class SavingStore:
     read_only: bool = False
 
     @property
+    @abstractmethod
     def registry(self) -> PairRegistry:
-        raise NotImplementedError
+        """The writer/handler pairs files are written with."""
 
+    @abstractmethod
     def insert(self, name: str, doc: Document) -> None:
-        raise NotImplementedError
+        """Take one document (through the document gate)."""
 
+    @abstractmethod
     def _lineage_contents(self, lineage_hash: str) -> dict[str, str | None]:
         """``{uid: content_hash}`` of the complete runs of ``lineage_hash``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _take_back(self, run: ComposedRun) -> None:
         """A save was refused halfway: remove what it made."""
-        raise NotImplementedError
 
     def _expect_new(self, uid: str) -> None:
         """``uid`` was just made (a new UUID4): no run can have it."""
