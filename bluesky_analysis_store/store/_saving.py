@@ -67,10 +67,13 @@ class SavingStore(ABC):
         """A save was refused halfway: remove what it made."""
 
     def _expect_new(self, uid: str) -> None:
-        """``uid`` was just made (a new UUID4): no run can have it."""
+        """``uid`` was just made (a new UUID4): no run can have it (by default, nothing to
+        note)."""
+        return None
 
     def _saved(self, run: ComposedRun) -> None:
-        """Every document of ``run`` was taken."""
+        """Every document of ``run`` was taken (by default, nothing more to do)."""
+        return None
 
     def save(
         self,
