@@ -466,3 +466,20 @@ def test_the_analyze_plan(new_store, sim):
         assert uid not in new_store
         assert new_store.derived_from(raw_uid) == []
         assert files_under(new_store.root) == []
+
+
+@pytest.mark.parametrize("kind", ["null", "jsonl"])
+def test_bas_save_takes_the_new_stores(tmp_path, capsys, kind):
+    from bluesky_analysis_store.cli import main
+
+    ingest = tmp_path / "ingest"
+    ingest.mkdir()
+    np.save(ingest / "spectrum.npy", np.arange(12.0))
+    target = "null:" if kind == "null" else f"jsonl:{tmp_path / 'laptop'}"
+    capsys.readouterr()
+    assert main(["save", str(ingest), "--store", target, "--parent", PARENT_UID]) == 0
+    uid = capsys.readouterr().out.strip()
+    assert uuid.UUID(uid).version == 4
+    if kind == "jsonl":  # then found by the store's directory alone
+        with AnalysisStore.open(tmp_path / "laptop") as store:
+            assert store.derived_from(PARENT_UID) == [uid]
