@@ -187,6 +187,21 @@ def test_documents_go_through_the_same_gate(store):
         store.insert("start", raw)
 
 
+def test_a_run_inserted_twice_is_kept_once(store):
+    run = compose([{"primary": {"x": 2.0}}], {}, provenance=make_provenance(parameters={"t": 2}))
+    for _ in range(2):
+        for name, doc in run:
+            store.insert(name, doc)
+    lineage = run.documents[0][1]["lineage_hash"]
+    if keeps(store):
+        assert store.with_lineage(lineage) == [run.uid]
+        changed = [(name, {**doc, "operator": "someone else"}) for name, doc in run][:1]
+        with pytest.raises(RunConflictError, match="different start document"):
+            store.insert(*changed[0])  # the same uid with another start: a conflict
+    else:  # nothing kept: each time is checked as new
+        assert store.with_lineage(lineage) == []
+
+
 def test_lookups_by_lineage_parents_and_sample(store):
     packet = MetadataPacket()
     sample = packet.set_sample("Cu foil")["sample_uuid"]
