@@ -27,7 +27,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from ..core._errors import RunNotReadableError, UnreadableFileError, UnsafePathError
+from ..core._errors import (
+    NotFoundError,
+    RunNotReadableError,
+    UnreadableFileError,
+    UnsafePathError,
+)
 from ..core._files import ClosingContext, fsync_path
 from ..core._paths import JSONL_PREFIX
 from ._locations import document_file
@@ -169,7 +174,7 @@ class JsonlStore(SavingStore, ClosingContext):
         self.read_only = read_only
         if not is_jsonl_store(self.directory):
             if read_only:
-                raise RunNotReadableError(
+                raise NotFoundError(
                     f"no JSONL store in {self.directory} (no {MARKER}); nothing was created "
                     "(the store was opened read-only)"
                 )
@@ -343,8 +348,6 @@ class JsonlStore(SavingStore, ClosingContext):
     def run_file(self, uid: str) -> Path:
         """The JSONL file of run ``uid`` (:class:`NotFoundError` if the store has no such
         run)."""
-        from ..core._errors import NotFoundError
-
         full = self._full_uid(uid)
         if full is None:
             raise NotFoundError(f"no run {uid!r} in the JSONL store {self.directory}")
@@ -370,8 +373,6 @@ class JsonlStore(SavingStore, ClosingContext):
     def __getitem__(self, uid: str) -> Any:
         run = self.find_run(uid)
         if run is None:
-            from ..core._errors import NotFoundError
-
             raise NotFoundError(f"no run {uid!r} in the JSONL store {self.directory}")
         return run
 
