@@ -435,6 +435,28 @@ def test_a_raw_catalog_that_does_not_exist_is_not_created(lab, tmp_path, capsys)
         probe.close()
 
 
+def test_a_campaign_is_rehearsed_on_a_null_store(lab, tmp_path, capsys):
+    """``--store null:STORE``: the raw runs read from STORE, every task run and its result
+    checked as a save checks it, nothing stored anywhere."""
+    config = procedure_file(tmp_path, SUMS.replace("scale: 2", "scale: 11"))
+    before = lab.derived_runs()
+    report = reprocess(config, f"null:{lab.directory}", raw="raw", workers=0)
+    assert report.outcomes
+    assert {o.status for o in report.outcomes.values()} == {"ran"}  # every task ran
+    assert all(o.uid for o in report.outcomes.values())  # the uid a save would have given
+    code, out, err = bas(
+        capsys, "reprocess", str(config), "--store", f"null:{lab.directory}", "--workers", "0"
+    )
+    assert code == 0, err
+    (row,) = out.splitlines()[2:]
+    tasks = len(report.outcomes)
+    assert row.split() == ["sums", str(tasks), "0", "0", "0", str(tasks), str(tasks), "0", "0"]
+    assert lab.derived_runs() == before  # nothing stored
+    code, _, err = bas(capsys, "reprocess", str(config), "--store", "null:", "--workers", "0")
+    assert code == 1
+    assert "a rehearsal names it, null:STORE" in err
+
+
 # --- includes and analyses as plugins -------------------------------------------------------
 
 

@@ -328,6 +328,8 @@ def _why_nothing_was_repaired(report: Any) -> str:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    if args.source is not None or args.into is not None:
+        return _replay_into(args)
     with _open_store(args) as store:
         if store.spool is None:
             print(
@@ -339,6 +341,33 @@ def _replay(args: argparse.Namespace) -> int:
         report = store.replay()
         print(report.as_text())
     return 1 if report.pending else 0
+
+
+def _replay_into(args: argparse.Namespace) -> int:
+    """``bas replay DIR --into TARGET``: a JSONL store's runs into a tiled store."""
+    from ..store._jsonl_replay import replay_into
+    from ..store._jsonl_store import JsonlStore, is_jsonl_store
+    from ..store._store import AnalysisStore
+
+    if args.source is None or args.into is None:
+        print("bas replay DIR --into TARGET: give both the JSONL store and the target")
+        return 2
+    source = Path(str(args.source).removeprefix("jsonl:"))
+    if not is_jsonl_store(source):
+        print(f"{source} is not a JSONL store (no bas-jsonl-store.json); nothing was replayed")
+        return 2
+    print(f"opening store {args.into} ...", file=sys.stderr, flush=True)
+    target = AnalysisStore.open(
+        args.into, api_key=os.environ.get(API_KEY_ENV), root=args.root, spool=False
+    )
+    with target:
+        if not isinstance(target, AnalysisStore):
+            print(f"{args.into} is not a tiled store: replay a JSONL store into one")
+            return 2
+        print(f"replaying the JSONL store {source} into {args.into}", flush=True)
+        report = replay_into(JsonlStore(source, read_only=True), target)
+        print(report.as_text())
+    return 1 if report.failed else 0
 
 
 def _profile_install(args: argparse.Namespace) -> int:
@@ -492,6 +521,19 @@ def build_parser() -> argparse.ArgumentParser:
         "replay",
         "insert the runs that went to the spool while the store could not be reached; exit 0 "
         "when nothing is left to do, 1 when spooled runs remain",
+    )
+    replay.add_argument(
+        "source",
+        nargs="?",
+        type=Path,
+        metavar="DIR",
+        help="a JSONL store (jsonl:DIR) whose runs to insert into --into TARGET",
+    )
+    replay.add_argument(
+        "--into",
+        metavar="TARGET",
+        help="with DIR: the store (directory or http(s) URI; --root for a served one) its runs "
+        "go into, with every check of a direct save; exit 1 when a run was refused",
     )
     replay.set_defaults(func=_replay)
 

@@ -9,6 +9,7 @@ from ..core._lazy import lazy_exports
 _EXPORTS = {
     "ComposedRun": "._compose",
     "compose_analysis_run": "._compose",
+    "Store": "._store_protocol",
 }
 
 if not TYPE_CHECKING:  # mypy reads the names from the imports below (a star import too)
@@ -17,3 +18,4 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from ._compose import ComposedRun, compose_analysis_run
+    from ._store_protocol import Store

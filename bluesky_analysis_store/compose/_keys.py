@@ -8,7 +8,6 @@ names), given a writer (named in ``writers`` or chosen by :func:`default_writer`
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,14 +68,17 @@ def refused_value(where: str, writer: KeyWriter, error: Exception) -> AnalysisIn
     return AnalysisInputError(f"{where}: writer {writer.pair.spec!r} refused the value: {error}")
 
 
-@functools.cache
-def tiled_writer_limits() -> tuple[frozenset[str], int]:
-    """``(reserved data keys, inline array limit)``: TiledWriter's ``RESERVED_DATA_KEYS`` (its
-    own table columns) and ``MAX_ARRAY_SIZE`` (arrays larger than this go to a file by
-    default). Imported on first use: bluesky-tiled-plugins takes seconds to import."""
-    from bluesky_tiled_plugins.writing.tiled_writer import MAX_ARRAY_SIZE, RESERVED_DATA_KEYS
+#: TiledWriter's ``RESERVED_DATA_KEYS`` (its own table columns) and ``MAX_ARRAY_SIZE`` (arrays
+#: larger than this go to a file by default), as in bluesky-tiled-plugins 2.0.12. Kept here, not
+#: imported: importing it takes seconds and brings tiled, which a JSONL store on a laptop does
+#: without, and a run saved there follows the same rules (it goes into a tiled store later).
+#: tests/test_stores.py checks them against the installed bluesky-tiled-plugins.
+TILED_WRITER_LIMITS: tuple[frozenset[str], int] = (frozenset({"time", "seq_num"}), 16)
 
-    return frozenset(RESERVED_DATA_KEYS), int(MAX_ARRAY_SIZE)
+
+def tiled_writer_limits() -> tuple[frozenset[str], int]:
+    """``(reserved data keys, inline array limit)``: :data:`TILED_WRITER_LIMITS`."""
+    return TILED_WRITER_LIMITS
 
 
 def check_not_reserved(key: str, where: str) -> None:

@@ -123,6 +123,17 @@ class NotFoundError(AnalysisStoreError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class RunNotReadableError(NotFoundError):
+    """The store keeps no readable form of the run asked for: a null store keeps nothing, a
+    JSONL store keeps its documents only (``store.documents(uid)``; ``bas replay DIR --into
+    TARGET`` puts them in a store that reads them)."""
+
+
+class NothingKeptError(RunNotReadableError):
+    """A run was asked of a null store (``AnalysisStore.open("null:")``), which checks every save
+    and keeps nothing: there is nothing to read back."""
+
+
 class AnalysisTimeoutError(AnalysisStoreError, TimeoutError):
     """Waiting for analyses to finish took longer than allowed."""
 

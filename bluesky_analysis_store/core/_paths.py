@@ -20,6 +20,22 @@ def is_server_uri(target: object) -> bool:
     return isinstance(target, str) and target.startswith(("http://", "https://"))
 
 
+#: The store that checks everything and keeps nothing (``AnalysisStore.open("null:")``).
+NULL_STORE = "null:"
+#: The prefix of a JSONL directory store's target (``jsonl:DIR``).
+JSONL_PREFIX = "jsonl:"
+
+
+def store_scheme(target: object) -> str | None:
+    """``"null"`` for a null store's target (``null:`` or ``null:SOURCE``), ``"jsonl"`` for
+    ``jsonl:DIR``, else None (a directory, a server's URI or a client)."""
+    if isinstance(target, str) and target.startswith(NULL_STORE):
+        return "null"
+    if isinstance(target, str) and target.startswith(JSONL_PREFIX):
+        return "jsonl"
+    return None
+
+
 def check_name(name: object, what: str) -> str:
     """Return ``name`` if it is a safe stream name or data key, else raise.
 

@@ -277,6 +277,29 @@ def _difference(stored: Mapping[str, Any], given: Mapping[str, Any]) -> str:
     return ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else "")
 
 
+def check_stored_copy(
+    uid: str, name: str, stored: Mapping[str, Any] | None, doc: Mapping[str, Any]
+) -> None:
+    """A run sent again: its ``name`` document (start or stop) must equal the stored one.
+
+    Raises
+    ------
+    RunConflictError
+        The stored run has no such document (it was never completed) or a different one.
+    """
+    if stored is None:
+        raise RunConflictError(
+            f"run {uid} is already in the store but was never completed (no stop "
+            "document); run `bas fsck --repair` to remove it, then insert it again"
+        )
+    if comparable(stored) != comparable(doc):
+        raise RunConflictError(
+            f"run {uid} is already in the store with a different {name} document "
+            f"(differing keys: {_difference(stored, doc)}); a uid names one run: give the "
+            "new run a new uid"
+        )
+
+
 def _is_conflict(error: BaseException) -> bool:
     response = getattr(error, "response", None)
     return getattr(response, "status_code", None) == 409
@@ -481,18 +504,7 @@ class RunInsertion:
 
     def _check_stored(self, name: str, doc: Mapping[str, Any]) -> None:
         run = stored_run(self.pipeline.runs, self.uid)
-        stored = None if run is None else run.metadata.get(name)
-        if stored is None:
-            raise RunConflictError(
-                f"run {self.uid} is already in the store but was never completed (no stop "
-                "document); run `bas fsck --repair` to remove it, then insert it again"
-            )
-        if comparable(stored) != comparable(doc):
-            raise RunConflictError(
-                f"run {self.uid} is already in the store with a different {name} document "
-                f"(differing keys: {_difference(stored, doc)}); a uid names one run: give the "
-                "new run a new uid"
-            )
+        check_stored_copy(self.uid, name, None if run is None else run.metadata.get(name), doc)
 
     def start_again(self, start: RunStart) -> None:
         try:

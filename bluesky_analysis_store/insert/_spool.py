@@ -235,9 +235,20 @@ def replay_file(
     """Replay one spool file (held locked by the caller). Returns ``(outcome, uid, detail)``
     with outcome one of ``inserted`` (detail: how many documents), ``already_stored``,
     ``incomplete`` or ``failed`` (detail: why)."""
+    return replay_documents(read_spool_file(path), runs, insert, delete_run)
+
+
+def replay_documents(
+    documents: list[tuple[str, Any]],
+    runs: Any,
+    insert: Subscriber,
+    delete_run: Callable[[str], Any],
+) -> tuple[str, str, str | int]:
+    """Insert one run's ``documents`` into ``runs`` unless it is there whole already (see
+    :func:`replay_file`, which reads them from a spool file; ``bas replay DIR --into`` gives
+    those of a JSONL store)."""
     from ._insert import comparable
 
-    documents = read_spool_file(path)
     if not documents or documents[0][0] != "start" or "uid" not in documents[0][1]:
         return "failed", "", "the file does not begin with a start document"
     start = documents[0][1]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..core._environment import API_KEY_ENV
 from ..core._errors import NotFoundError
-from ..core._paths import is_server_uri
+from ..core._paths import NULL_STORE, is_server_uri, store_scheme
 from ._execute import dask_client, run_here, run_on_dask
 from ._procedures import Campaign, load_campaign
 from ._report import ReprocessReport
@@ -129,7 +129,10 @@ def reprocess(
         The procedure file (YAML; see :func:`load_campaign`), validated before anything runs.
     store : path or URI
         Where results go: an embedded store's directory (its local server is shared with the
-        workers) or a ``bas serve`` URI (the workers insert into it directly).
+        workers) or a ``bas serve`` URI (the workers insert into it directly). ``null:STORE``
+        rehearses the campaign: the raw runs (``raw``) are read from STORE (read-only), every
+        task runs and its result is checked as a save checks it, and nothing is kept (a
+        procedure that reads another procedure's results fails: there is nothing to read).
     raw : str, optional
         The raw catalog's container in the store's tiled tree (e.g. ``"raw"``).
     root : path, optional
@@ -165,14 +168,24 @@ def reprocess(
     began = time.monotonic()
     campaign = config if isinstance(config, Campaign) else load_campaign(config)
     served = is_server_uri(str(store))
-    if not served and not Path(store).is_dir():
+    rehearsal = store_scheme(str(store)) == "null"
+    if rehearsal:  # null:SOURCE: a rehearsal over the raw runs of the store at SOURCE
+        source = str(store)[len(NULL_STORE) :]
+        served = is_server_uri(source)
+        store = NULL_STORE + (source if served or not source else str(Path(source).resolve()))
+        if not source or (not served and not Path(source).is_dir()):
+            raise NotFoundError(
+                f"no store to read raw runs from in {store!r}: a rehearsal names it, "
+                "null:STORE (e.g. --store null:./analysis-store --raw raw); nothing ran"
+            )
+    elif not served and not Path(store).is_dir():
         # opening would create an empty store (and raw catalog): nothing to reprocess there
         raise NotFoundError(
             f"no analysis store at {store}: reprocessing reads the raw catalog of an existing "
             "store (check --store)"
         )
     address = StoreAddress(
-        str(store) if served else str(Path(store).resolve()),
+        str(store) if served or rehearsal else str(Path(store).resolve()),
         None if root is None else str(root),
         raw,
         api_key if api_key is not None else os.environ.get(API_KEY_ENV),
@@ -183,7 +196,7 @@ def reprocess(
         stack.callback(address.close)
         opened = address.open()
         graph = build_task_graph(campaign, opened.raw)
-        states = resolve_tasks(graph, opened.runs)
+        states = resolve_tasks(graph, opened)
         report = ReprocessReport(
             campaign.name,
             dry_run,

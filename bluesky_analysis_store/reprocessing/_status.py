@@ -23,13 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..core._names import REPROCESS_KEY, SUPERSEDES_KEY
 from ..provenance._provenance import ParentRun, Provenance, canonical_json
-from ..store._queries import ExitStatus
 from ._procedures import ResolvedProcedure
 from ._tasks import Task, TaskGraph
+
+if TYPE_CHECKING:
+    from ..compose._store_protocol import Store
 
 Status = Literal["stored", "loose", "to_run"]
 
@@ -75,9 +77,7 @@ class TaskState:
 class StoredRuns:
     """The start documents of the complete runs and failure records of some analyses."""
 
-    def __init__(self, runs: Any, names: Iterable[str]) -> None:
-        from tiled.queries import In
-
+    def __init__(self, store: Store, names: Iterable[str]) -> None:
         names = sorted(set(names))
         self.starts: dict[str, dict[str, Any]] = {}
         self.failures: dict[str, list[str]] = {}  # lineage hash -> failure record uids
@@ -86,12 +86,10 @@ class StoredRuns:
         self.superseded: set[str] = set()  # runs a complete run says it supersedes
         if not names:
             return
-        chosen = runs.search(In("start.analysis_name", names))
-        for uid, run in chosen.search(ExitStatus("success")).items():
-            self.starts[uid] = dict(run.metadata["start"])
-        for uid, run in chosen.search(ExitStatus("fail")).items():
-            lineage = str(run.metadata["start"].get("lineage_hash"))
-            self.failures.setdefault(lineage, []).append(uid)
+        for uid, found in store.analysis_starts(names, "success").items():
+            self.starts[uid] = dict(found)
+        for uid, failed in store.analysis_starts(names, "fail").items():
+            self.failures.setdefault(str(failed.get("lineage_hash")), []).append(uid)
         for uid, start in self.starts.items():
             self.by_lineage.setdefault(str(start.get("lineage_hash")), []).append(uid)
             for parent in start.get("parent_uids") or ():
@@ -298,10 +296,10 @@ class _Resolver:
                 return
 
 
-def resolve_tasks(graph: TaskGraph, runs: Any) -> dict[str, TaskState]:
-    """The state of every task of ``graph`` against the analysis catalog ``runs``."""
+def resolve_tasks(graph: TaskGraph, store: Store) -> dict[str, TaskState]:
+    """The state of every task of ``graph`` against what ``store`` holds."""
     names = {p.analysis.name for p in graph.campaign.procedures.values()}
-    resolver = _Resolver(graph, StoredRuns(runs, names))
+    resolver = _Resolver(graph, StoredRuns(store, names))
     for task in graph.tasks.values():
         resolver.resolve(task)
     return resolver.states

@@ -23,7 +23,7 @@ from ..provenance._samples import with_parents_sample
 from ._analyses import find_analysis
 
 if TYPE_CHECKING:
-    from ..store._store import AnalysisStore
+    from ..compose._store_protocol import Store
 
 logger = logging.getLogger("bluesky_analysis_store.reprocessing")
 
@@ -43,8 +43,8 @@ class StoreAddress:
     raw: str | None = None
     api_key: str | None = field(default=None, repr=False)  # never in a log or the dashboard
 
-    def opened(self, *, read_only: bool = False) -> AnalysisStore:
-        """A new :class:`AnalysisStore` on this address (the caller closes it)."""
+    def opened(self, *, read_only: bool = False) -> Store:
+        """A new store on this address (the caller closes it)."""
         from ..store._store import AnalysisStore
 
         return AnalysisStore.open(
@@ -56,7 +56,7 @@ class StoreAddress:
             local_server=None if is_server_uri(self.target) else True,
         )
 
-    def open(self) -> AnalysisStore:
+    def open(self) -> Store:
         """The store, opened once per process (a worker keeps it for every task it runs)."""
         store = _OPENED.get(self)
         if store is None:
@@ -71,7 +71,7 @@ class StoreAddress:
 
 
 #: The stores this process opened, by address (a Dask worker opens each once).
-_OPENED: dict[StoreAddress, AnalysisStore] = {}
+_OPENED: dict[StoreAddress, Store] = {}
 
 
 @dataclass(frozen=True)
@@ -166,13 +166,13 @@ def _run(payload: TaskPayload, upstream: tuple[TaskOutcome, ...]) -> TaskOutcome
     analysis = find_analysis(payload.analysis)
     # each parent is read once, by key in its own catalog: its start document comes with it
     # (not looked up in the analysis catalog, then the raw one, then read: 3 requests)
-    parents = [(store.raw, uid) for uid in payload.raw_parents] + [
-        (store.runs, o.uid) for o in upstream if o.uid is not None
+    parents = list(payload.raw_parents) + [o.uid for o in upstream if o.uid is not None]
+    runs = [stored_run(store.raw, uid) for uid in payload.raw_parents] + [
+        store.find_run(o.uid) for o in upstream if o.uid is not None
     ]
-    runs = [stored_run(catalog, uid) for catalog, uid in parents]
     starts = [
         {"uid": uid} if run is None else dict(run.metadata["start"])
-        for (_, uid), run in zip(parents, runs, strict=True)
+        for uid, run in zip(parents, runs, strict=True)
     ]
     provenance = Provenance(
         code=analysis.code,
@@ -188,7 +188,7 @@ def _run(payload: TaskPayload, upstream: tuple[TaskOutcome, ...]) -> TaskOutcome
     lineage = provenance.lineage_hash()
     if saved := store.with_lineage(lineage):  # stored meanwhile, or by a killed campaign
         return TaskOutcome(payload.key, "stored", saved[0], lineage)
-    if missing := [uid for (_, uid), run in zip(parents, runs, strict=True) if run is None]:
+    if missing := [uid for uid, run in zip(parents, runs, strict=True) if run is None]:
         raise NotFoundError(f"parent run(s) not in the store: {', '.join(missing)}")
     error: Exception = RuntimeError("not run")  # replaced by the first attempt's error
     for attempt in range(1, payload.retries + 2):

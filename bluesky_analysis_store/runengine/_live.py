@@ -34,6 +34,7 @@ from ..provenance._samples import with_parents_sample
 from ._routing import is_analysis_run
 
 if TYPE_CHECKING:
+    from ..compose._store_protocol import Store
     from ..core._documents import (
         Document,
         Event,
@@ -234,8 +235,10 @@ class LiveAnalysis:
         tiled run), or the run read back from ``source``. A streaming analysis also defines
         ``begin(start_doc)`` and/or ``event(stream_name, data)``, called for each event as it
         arrives (in order, on the worker), before the final call at stop.
-    store : AnalysisStore
-        Where derived runs (and failure records) go.
+    store : Store
+        Where derived runs (and failure records) go: any store of the
+        :class:`~bluesky_analysis_store.compose._store_protocol.Store` protocol (a tiled
+        ``AnalysisStore``, the null store ``null:``, a JSONL store).
     parameters : mapping, optional
         Keyword arguments of the analysis, recorded in the provenance (and so in the lineage
         hash). Default: the analysis' own ``parameters`` attribute, if any. The raw run's sample
@@ -280,7 +283,7 @@ class LiveAnalysis:
     def __init__(
         self,
         analysis: Callable[..., Any],
-        store: Any,
+        store: Store,
         *,
         parameters: Mapping[str, Any] | None = None,
         plan_names: Iterable[str] | None = None,

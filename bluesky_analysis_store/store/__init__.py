@@ -21,6 +21,8 @@ _EXPORTS = {
     "Supersedes": "._queries",
     "AnalysisStore": "._store",
     "BackgroundStore": "._background",
+    "JsonlStore": "._jsonl_store",
+    "NullStore": "._null_store",
 }
 
 if not TYPE_CHECKING:  # mypy reads the names from the imports below (a star import too)
@@ -30,6 +32,8 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 if TYPE_CHECKING:
     from ._background import BackgroundStore
     from ._fsck import FsckReport, check_store, repair
+    from ._jsonl_store import JsonlStore
+    from ._null_store import NullStore
     from ._queries import (
         AnalysisName,
         AnalysisVersion,

@@ -47,7 +47,7 @@ from ..insert._spool import (
     registered_spools,
     spool_files,
 )
-from ._locations import Located, Locator, path_from_uri, recorded_root
+from ._locations import Located, Locator, document_file, path_from_uri, recorded_root
 from ._locks import LOCK_FILE
 from ._quarantine import (
     QUARANTINE_DIRECTORY,
@@ -544,14 +544,8 @@ def _read_spool(path: Path, root: Path) -> _SpoolFile:
         uid = documents[0][1].get("uid")
     files: list[tuple[Path, bool]] = []
     for name, doc in documents:
-        if not isinstance(doc, dict):
-            continue
-        if name == "stream_resource" and isinstance(doc.get("uri"), str):
-            if (found := path_from_uri(doc["uri"])) is not None:
-                files.append((found, False))
-        elif name == "resource" and isinstance(doc.get("resource_path"), str):
-            base = Path(doc.get("root") or root)
-            files.append((Path(os.path.normpath(base / doc["resource_path"])), False))
+        if (found := document_file(name, doc, root)) is not None:
+            files.append((found, False))
     stopped = any(name == "stop" for name, _ in documents)
     return _SpoolFile(path, uid if isinstance(uid, str) else None, stopped, busy, tuple(files))
 

@@ -29,6 +29,19 @@ def path_from_uri(uri: str) -> Path | None:
     return Path(os.path.normpath(url2pathname(parsed.path)))
 
 
+def document_file(name: str, doc: object, root: Path) -> Path | None:
+    """The file a resource (``root`` + ``resource_path``; ``root`` if it names none) or stream
+    resource (its ``file:`` URI) document points to, normalized but not resolved; else None."""
+    if not isinstance(doc, dict):
+        return None
+    if name == "stream_resource" and isinstance(doc.get("uri"), str):
+        return path_from_uri(doc["uri"])
+    if name == "resource" and isinstance(doc.get("resource_path"), str):
+        base = Path(doc.get("root") or root)
+        return Path(os.path.normpath(base / doc["resource_path"]))
+    return None
+
+
 def recorded_root(recorded: Path, uid: str) -> Path | None:
     """The root a run's file was recorded under: the part of its path before the run's uid
     (``/old/files`` for ``/old/files/<uid>/primary/image.h5``), or None."""

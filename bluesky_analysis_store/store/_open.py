@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..core._errors import AnalysisStoreError
-from ..core._paths import is_server_uri
+from ..core._paths import JSONL_PREFIX, NULL_STORE, is_server_uri, store_scheme
 from ..pairs._pairs import PairRegistry
 from ._catalog import embedded_tree, in_process_client, raw_container, runs_container
 from ._local_server import connect, read_state, use_local_server
 from ._locks import hold_embedded_store, release_embedded_store
 
 if TYPE_CHECKING:
+    from ..compose._store_protocol import Store
     from ._store import AnalysisStore
 
 
@@ -37,7 +38,10 @@ def open_store(
     Parameters
     ----------
     target : path, URI or tiled client
-        A directory: the embedded default (SQLite catalog, local files; created on first use
+        ``"null:"``: the null store (checks every save, keeps nothing; ``"null:SOURCE"``
+        reads its raw catalog ``raw`` from the store at SOURCE, read-only). ``"jsonl:DIR"``
+        (or a directory holding one): the JSONL directory store, without tiled. A
+        directory: the embedded default (SQLite catalog, local files; created on first use
         and reopened with everything still there), reached through its local server, which
         the first process to open it starts and every process shares (see ``local_server``).
         An ``http(s)://`` URI: a tiled server (``bas serve``). A tiled client or container.
@@ -75,6 +79,12 @@ def open_store(
     """
     from ._store import AnalysisStore  # which opens with this module
 
+    other = _open_without_tiled(target, api_key, root, registry, raw, read_only, local_server)
+    if other is not None:
+        # typed as the tiled store for the callers that know which store they open; a null
+        # or JSONL store satisfies the Store protocol (what LiveAnalysis, the analyze plan and
+        # reprocessing use), not the tiled store's own members (runs, spool, lineage ...)
+        return cast("AnalysisStore", other)
     if isinstance(target, str | Path) and not is_server_uri(target):
         directory = Path(target).resolve()
         if use_local_server(local_server) and _may_start_a_server(directory, read_only):
@@ -107,6 +117,47 @@ def open_store(
         embedded_directory=opened.embedded_directory,
         read_only=read_only,
         lineage_index=opened.lineage_index,
+    )
+
+
+def _open_without_tiled(
+    target: Any,
+    api_key: str | None,
+    root: str | Path | None,
+    registry: PairRegistry | None,
+    raw: Any,
+    read_only: bool,
+    local_server: bool | None,
+) -> Store | None:
+    """A null store (``null:``, ``null:SOURCE``) or a JSONL store (``jsonl:DIR``, or a directory
+    holding one), else None."""
+    scheme = store_scheme(target)
+    if scheme == "null":
+        from ._null_store import NullStore
+
+        source = str(target)[len(NULL_STORE) :]
+        if not source:  # a raw catalog given as a client, or none
+            return NullStore(registry=registry, raw=None if isinstance(raw, str) else raw)
+        # the raw runs of the store at SOURCE, read-only (nothing is created there)
+        opened = open_store(
+            source, api_key, root=root, raw=raw or "raw", read_only=True, local_server=local_server
+        )
+        return NullStore(registry=registry, raw=opened.raw, context=opened)
+    directory = None
+    if scheme == "jsonl":
+        directory = Path(str(target)[len(JSONL_PREFIX) :])
+    elif isinstance(target, str | Path) and not is_server_uri(target):
+        from ._jsonl_store import is_jsonl_store
+
+        if is_jsonl_store(target):
+            directory = Path(target)
+    if directory is None:
+        return None
+    from ._jsonl_store import JsonlStore
+
+    # a JSONL store has no raw catalog of its own: a client given as raw= is read
+    return JsonlStore(
+        directory, registry=registry, raw=None if isinstance(raw, str) else raw, read_only=read_only
     )
 
 

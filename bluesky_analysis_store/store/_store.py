@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Unpack, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from ..core._errors import AnalysisStoreError, NotFoundError, RunConflictError
-from ..core._files import ClosingContext, remove_empty_directories
+from ..core._errors import AnalysisStoreError, NotFoundError
+from ..core._files import ClosingContext
 from ..insert._runs import stored_run
-from ._failures import failed_analyses, failure_documents, missing_analysis
+from ._failures import failed_analyses, missing_analysis
 from ._lineage_graph import LineageGraph, build_lineage_graph, lineage_graph_from_edges
-from ._locks import create_lock_file, lineage_lock
+from ._locks import create_lock_file
 from ._open import open_store
 from ._queries import (
     KEYS_PER_SEARCH,
@@ -35,15 +35,14 @@ from ._queries import (
     keys_of,
     search,
 )
+from ._saving import SavingStore, remove_files
 
 if TYPE_CHECKING:
-    from ..compose._compose import ComposedRun, PreparedRun, RunOptions
+    from ..compose._compose import ComposedRun, PreparedRun
     from ..core._documents import Document, RunStart
     from ..insert._insert import StorePipeline
     from ..insert._spool import ReplayReport
     from ..pairs._pairs import PairRegistry
-    from ..provenance._policy import ProvenancePolicy
-    from ..provenance._provenance import Provenance
     from ._lineage_reader import LineageReader
 
 #: how many uids one ``In`` search asks for (they travel in the request's URL)
@@ -52,14 +51,7 @@ UIDS_PER_SEARCH = 100
 logger = logging.getLogger("bluesky_analysis_store.store")
 
 
-def remove_files(files: Sequence[Path], root: Path) -> None:
-    """Delete ``files`` and the directories under ``root`` they leave empty."""
-    for path in files:
-        path.unlink(missing_ok=True)
-    remove_empty_directories({path.parent for path in files}, root)
-
-
-class AnalysisStore(ClosingContext):
+class AnalysisStore(SavingStore, ClosingContext):
     """Analysis runs in a tiled catalog: save, insert documents, find, read back.
 
     Build one with :meth:`open`. ``store.runs`` is the bluesky-tiled-plugins
@@ -165,51 +157,8 @@ class AnalysisStore(ClosingContext):
 
     open = staticmethod(open_store)
 
-    def save(
-        self,
-        data_dicts: Sequence[Mapping[str, Mapping[str, Any]]],
-        md: Mapping[str, Any],
-        *,
-        provenance: Provenance | Mapping[str, Any] | None,
-        new_version: bool = False,
-        **options: Unpack[RunOptions],
-    ) -> str:
-        """Compose an analysis run (files + documents), insert it, and return its uid.
-
-        Arguments are those of :func:`compose_analysis_run` (``writers``, ``policy``,
-        ``packet``, ``asset_form``, ``uid``, ``event_pages``; events go in as event pages by
-        default); files go under the store's root, with the store's pairs. If the run cannot be
-        inserted at all, its files are removed again.
-
-        Saving again what is already saved (the same lineage hash and the same content hash,
-        in a complete run) returns the existing run's uid and writes nothing. The same lineage
-        with different content (the analysis changed but kept its version, or the metadata
-        differs) raises :class:`RunConflictError` and writes nothing, unless
-        ``new_version=True``, which saves another run of the lineage. Processes and threads
-        sharing the store's root take a lock per lineage, so concurrent saves of one lineage
-        make exactly one run.
-        """
-        from ..compose._compose import prepare_analysis_run
-
-        self._check_writable("save")
-        options.setdefault("event_pages", True)
-        prepared = prepare_analysis_run(
-            data_dicts, md, root=self.root, registry=self.registry, provenance=provenance, **options
-        )
-        with lineage_lock(self.root, prepared.lineage_hash):
-            if not new_version and (existing := self._saved_while_reachable(prepared)) is not None:
-                prepared.done()
-                return existing
-            run = prepared.write()
-            if options.get("uid") is None:  # a new UUID4: no run can have it
-                self._inserter.expect_new(run.uid)
-            try:
-                for name, doc in run:
-                    self.insert(name, doc)
-            except Exception:
-                self._take_back(run)
-                raise
-        return run.uid
+    def _expect_new(self, uid: str) -> None:
+        self._inserter.expect_new(uid)
 
     def _take_back(self, run: ComposedRun) -> None:
         """A save failed halfway (refused, not unreachable): remove what it made, so that
@@ -246,45 +195,14 @@ class AnalysisStore(ClosingContext):
             )
             return None
 
-    def _already_saved(self, prepared: PreparedRun) -> str | None:
-        """The uid of a complete run holding exactly what ``prepared`` would save, or None;
-        :class:`RunConflictError` if complete runs of its lineage hold something else."""
-        # from the index: one indexed lookup (no request, embedded) with the content hashes
-        answer = self._lineage.ask("with_lineage", lineage_hash=prepared.lineage_hash)
+    def _lineage_contents(self, lineage_hash: str) -> dict[str, str | None]:
+        """``{uid: content_hash}`` of the complete runs of ``lineage_hash``: one indexed lookup
+        (no request, embedded), else one request for their start documents."""
+        answer = self._lineage.ask("with_lineage", lineage_hash=lineage_hash)
         if answer is not None:
-            contents = {uid: content for uid, content in answer["runs"]}
-        else:  # one request: the complete runs of the lineage with their start documents
-            saved = search(self.runs, LineageHash(prepared.lineage_hash), ExitStatus("success"))
-            contents = {
-                uid: run.metadata["start"].get("content_hash") for uid, run in saved.items()
-            }
-        same = [uid for uid, content in contents.items() if content == prepared.content_hash]
-        if same:
-            logger.info(
-                "run %s already holds lineage %s with the same content; not saved again",
-                same[0],
-                prepared.lineage_hash,
-            )
-            return same[0]
-        others = list(contents)
-        if others:
-            start = prepared.start
-            raise RunConflictError(
-                f"lineage {prepared.lineage_hash} (analysis {start['analysis_name']!r} version "
-                f"{start['analysis_version']!r}, same parameters and parents) is already "
-                f"saved as run(s) {', '.join(others[:3])}{' ...' if len(others) > 3 else ''} "
-                "with different data or metadata (content_hash differs); nothing was written. "
-                "If the analysis changed, give it a new version; to keep both results, save "
-                "with new_version=True"
-            )
-        return None
-
-    def _check_writable(self, action: str) -> None:
-        if self.read_only:
-            raise AnalysisStoreError(
-                f"cannot {action}: this store was opened read-only (read_only=True); nothing "
-                "was written"
-            )
+            return {uid: content for uid, content in answer["runs"]}
+        saved = search(self.runs, LineageHash(lineage_hash), ExitStatus("success"))
+        return {uid: run.metadata["start"].get("content_hash") for uid, run in saved.items()}
 
     def insert(self, name: str, doc: Document) -> None:
         """Insert one document (subscribe this to a RunEngine: ``RE.subscribe(store.insert)``).
@@ -449,26 +367,6 @@ class AnalysisStore(ClosingContext):
         queries = [AnalysisName(name)] + ([AnalysisVersion(version)] if version else [])
         return finished(self.runs, *queries, include_incomplete=include_incomplete)
 
-    def record_failure(
-        self,
-        provenance: Provenance | Mapping[str, Any],
-        reason: str,
-        *,
-        md: Mapping[str, Any] | None = None,
-        policy: ProvenancePolicy | None = None,
-    ) -> str:
-        """Record that an analysis failed on its parents: a run with no data whose stop
-        document says ``exit_status="fail"`` and ``reason``. Returns its uid.
-
-        The start document carries the provenance (so the same queries find it), which is how
-        :meth:`failed_analyses` and :meth:`missing_analysis` answer "which runs lack their
-        analysis, and why". Queries for results hide it.
-        """
-        documents = failure_documents(provenance, reason, md, policy)
-        for name, doc in documents:
-            self.insert(name, doc)
-        return str(documents[0][1]["uid"])
-
     def failed_analyses(self, name: str | None = None) -> list[dict[str, Any]]:
         """The recorded analysis failures (of analysis ``name``, or all): for each, the record's
         ``uid``, ``analysis_name``, ``analysis_version``, ``parent_uids`` and ``reason``."""
@@ -484,6 +382,21 @@ class AnalysisStore(ClosingContext):
         return missing_analysis(
             self.runs, self.raw, name, raw_uids, version=version, analysed=analysed
         )
+
+    def analysis_starts(self, names: Iterable[str], exit_status: str) -> dict[str, RunStart]:
+        """``{uid: start}`` of the runs of the analyses ``names`` that ended with
+        ``exit_status``: one search."""
+        from tiled.queries import In
+
+        names = sorted(set(names))
+        if not names:
+            return {}
+        found = search(self.runs, In("start.analysis_name", names), ExitStatus(exit_status))
+        return {uid: cast("RunStart", dict(run.metadata["start"])) for uid, run in found.items()}
+
+    def find_run(self, uid: str) -> Any | None:
+        """Run ``uid`` (a full uid; one exact lookup), or None."""
+        return stored_run(self.runs, uid)
 
     def start_document(self, uid: str) -> RunStart | None:
         """The start document of ``uid`` from the analysis or the raw catalog, or None."""
