@@ -498,3 +498,41 @@ def test_bas_save_takes_the_new_stores(tmp_path, capsys, kind):
     if kind == "jsonl":  # then found by the store's directory alone
         with AnalysisStore.open(tmp_path / "laptop") as store:
             assert store.derived_from(PARENT_UID) == [uid]
+
+
+def test_replay_into_a_served_store_takes_the_write_key(bas_server, tmp_path, monkeypatch, capsys):
+    """``bas replay DIR --into URI``: the runs of a JSONL store go into a real ``bas serve``
+    (SQLite and PostgreSQL) with its write key, their files copied under the served root; the
+    read-only key inserts nothing and copies nothing."""
+    from served import READ_KEY, WRITE_KEY
+
+    from bluesky_analysis_store.cli import main
+
+    laptop = tmp_path / "laptop"
+    label = f"served {bas_server.backend} {uuid.uuid4()}"  # the session's server is shared
+    with AnalysisStore.open(f"jsonl:{laptop}") as offline:
+        first = save(offline, label)
+        second = save(offline, f"{label} 2", parents=[first])
+    root = bas_server.directory / "files"
+    replay = ["replay", str(laptop), "--into", bas_server.uri, "--root", str(root)]
+
+    monkeypatch.setenv("BAS_API_KEY", READ_KEY)
+    capsys.readouterr()
+    assert main(replay) == 1
+    refused = capsys.readouterr().out
+    assert "replayed 0 run(s)" in refused
+    assert refused.count("403: this key is read-only") == 2
+    assert not (root / first).exists()
+
+    monkeypatch.setenv("BAS_API_KEY", WRITE_KEY)
+    assert main(replay) == 0
+    out = capsys.readouterr().out
+    assert f"inserted run {first} (" in out
+    assert f"inserted run {second} (" in out
+    with bas_server.store(WRITE_KEY) as served:
+        assert served.derived_from(first) == [second]
+        image = served[first]["primary"]["image"].read()
+        np.testing.assert_array_equal(image, np.stack([d["primary"]["image"] for d in data()]))
+    assert (root / first / "primary" / "image.h5").is_file()
+    assert main(replay) == 0  # again: nothing new
+    assert "replayed 0 run(s)" in capsys.readouterr().out
