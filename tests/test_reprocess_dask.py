@@ -476,3 +476,26 @@ def test_dask_workers_insert_into_a_served_store_with_two_server_workers(postgre
     workers = {start["worker"]["pid"] for start in runs.values()}
     assert len(workers) == 2
     assert os.getpid() not in workers
+
+
+# -- a rehearsal on the null store, on worker processes ----------------------------------------
+
+
+@pytest.mark.timeout(600)
+def test_a_campaign_is_rehearsed_on_worker_processes_and_nothing_is_stored(embedded, tmp_path):
+    """``--store null:STORE`` with a ``LocalCluster``: each worker opens the null store over
+    STORE's raw runs (read through STORE's local server), runs and checks every per-run task,
+    and keeps nothing: STORE holds no run of the campaign afterwards."""
+    config = _config(tmp_path, "rehearsed")
+    campaign = yaml.safe_load(config.read_text())
+    del campaign["procedures"]["rehearsed_samples"]  # it would read results a null store drops
+    config.write_text(yaml.safe_dump(campaign, sort_keys=False))
+    with embedded.open() as store:
+        before = len(list(store))
+    report = reprocess(config, f"null:{embedded.directory}", raw="raw", workers=2)
+    assert {o.status for o in report.outcomes.values()} == {"ran"}
+    assert len(report.outcomes) == SCANS
+    assert report.dashboard is not None  # on Dask, not here
+    with embedded.open() as store:
+        assert _runs(store, "rehearsed") == {}
+        assert len(list(store)) == before
