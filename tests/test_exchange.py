@@ -1,0 +1,191 @@
+"""Provenance exports (PROV-JSON, RO-Crate, SciCat) and import-prov on one chain of analyses:
+raw → two analyses → a merge, saved once for the module in a real in-process tiled catalog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers import reduce_spectrum
+
+from bluesky_analysis_store import AnalysisStore, capture_provenance
+
+
+@dataclass
+class Chain:
+    store: AnalysisStore
+    raw: Any
+    raw_uid: str
+    first: str
+    second: str
+    merge: str
+    input_file: Path
+
+
+def _raw_run(runs: Any) -> str:
+    """A raw run (no provenance keys), as a RunEngine would have written it."""
+    from bluesky_tiled_plugins.writing.tiled_writer import TiledWriter
+    from event_model import compose_run
+
+    bundle = compose_run(metadata={"plan_name": "count", "proposal_id": "P-1234"})
+    descriptor = bundle.compose_descriptor(
+        name="primary", data_keys={"det": {"source": "sim", "dtype": "number", "shape": []}}
+    )
+    writer = TiledWriter(runs)
+    writer("start", bundle.start_doc)
+    writer("descriptor", descriptor.descriptor_doc)
+    writer("event", descriptor.compose_event(data={"det": 1.0}, timestamps={"det": 0.0}))
+    writer("stop", bundle.compose_stop())
+    return str(bundle.start_doc["uid"])
+
+
+def _save(store: AnalysisStore, parents: list[Any], name: str, **kwargs: Any) -> str:
+    inputs = kwargs.pop("inputs", [])
+    data = [{"primary": {"image": np.full((3, 2), i, "f4"), "x": float(i)}} for i in range(3)]
+    provenance = capture_provenance(
+        reduce_spectrum, parents=parents, inputs=inputs, name=name, parameters=kwargs
+    )
+    return store.save(data, {}, writers={"image": "BAS_HDF5"}, provenance=provenance)
+
+
+@pytest.fixture(scope="module")
+def chain(tiled_catalog: Any) -> Chain:
+    raw = tiled_catalog.new_runs_container()
+    root = tiled_catalog.new_root()
+    store = AnalysisStore(tiled_catalog.new_runs_container(), root, raw=raw)
+    raw_uid = _raw_run(raw)
+    calibration = root / "calibration.txt"
+    calibration.write_text("gain 1.5\n")
+    first = _save(store, [raw[raw_uid]], "normalize", inputs=[calibration], bins=10)
+    second = _save(store, [raw[raw_uid]], "background", window=3)
+    merge = _save(store, [store[first], store[second]], "merge", weights=[0.5, 0.5])
+    return Chain(store, raw, raw_uid, first, second, merge, calibration)
+
+
+# --- PROV-JSON --------------------------------------------------------------------------------
+
+
+def _read_back(document: Any) -> Any:
+    from prov.model import ProvDocument
+
+    return ProvDocument.deserialize(content=document.serialize(format="json"), format="json")
+
+
+def _relations(document: Any, kind: type) -> set[tuple[str, ...]]:
+    return {
+        tuple(str(value) for _, value in record.formal_attributes if value is not None)
+        for record in document.get_records(kind)
+    }
+
+
+def test_prov_json_of_one_run_reads_back_with_its_relations(chain: Chain) -> None:
+    from prov.model import ProvAssociation, ProvDerivation, ProvGeneration, ProvUsage
+
+    from bluesky_analysis_store import export_prov
+
+    document = _read_back(export_prov(chain.store, chain.merge))
+    run = f"bas:run/{chain.merge}"
+    execution = f"bas:execution/{chain.merge}"
+    derived = {(child, parent) for child, parent, *_ in _relations(document, ProvDerivation)}
+    assert derived == {(run, f"bas:run/{chain.first}"), (run, f"bas:run/{chain.second}")}
+    used = _relations(document, ProvUsage)
+    assert {(execution, f"bas:run/{p}") for p in (chain.first, chain.second)} <= used
+    generated = {entity for entity, activity, *_ in _relations(document, ProvGeneration)}
+    assert run in generated
+    assert any(e.startswith("bas:file/") for e in generated)  # the derived HDF5 file
+    agents = {agent for _, agent, *_ in _relations(document, ProvAssociation)}
+    assert any(a.startswith("bas:code/merge/1.0") for a in agents)
+    assert any(a.startswith("bas:user/") for a in agents)
+    # not recursive: the parents are described, their own executions are not
+    assert not any(f"execution/{chain.first}" in str(a.identifier) for a in document.records)
+    attributes = {str(k): v for k, v in document.get_record(f"bas:run/{chain.merge}")[0].attributes}
+    start = chain.store[chain.merge].metadata["start"]
+    assert attributes["bas:lineage_hash"] == start["lineage_hash"]
+    assert attributes["bas:analysis_name"] == "merge"
+
+
+def test_prov_json_recursive_describes_the_whole_ancestry(chain: Chain) -> None:
+    from prov.model import ProvDerivation, ProvUsage
+
+    from bluesky_analysis_store import export_prov
+
+    document = _read_back(export_prov(chain.store, chain.merge, recursive=True))
+    run = {uid: f"bas:run/{uid}" for uid in (chain.raw_uid, chain.first, chain.second, chain.merge)}
+    derived = {
+        (child, parent)
+        for child, parent, *_ in _relations(document, ProvDerivation)
+        if parent.startswith("bas:run/")
+    }
+    assert derived == {
+        (run[chain.merge], run[chain.first]),
+        (run[chain.merge], run[chain.second]),
+        (run[chain.first], run[chain.raw_uid]),
+        (run[chain.second], run[chain.raw_uid]),
+    }
+    # the input file of the first analysis, relative to the store's root, with its sha256
+    import hashlib
+
+    sha = hashlib.sha256(chain.input_file.read_bytes()).hexdigest()
+    assert (f"bas:execution/{chain.first}", f"bas:file/{sha}") in _relations(document, ProvUsage)
+    (file,) = document.get_record(f"bas:file/{sha}")
+    assert {str(k): v for k, v in file.attributes}["bas:path"] == "calibration.txt"
+    (raw,) = document.get_record(run[chain.raw_uid])
+    assert {str(k): v for k, v in raw.attributes}["bas:plan_name"] == "count"
+
+
+def test_prov_derivations_are_the_links_tileds_graph_would_hold(chain: Chain) -> None:
+    """tiled's graph of links stores predicates as full IRIs (a ``prov:`` CURIE expanded with
+    the registered prefix): the export's derivations are those same triples."""
+    from bluesky_analysis_store.exchange._prov import derivations, graph_links, prov_document
+    from bluesky_analysis_store.exchange._record import gather
+
+    record = gather(chain.store, chain.merge, recursive=True)
+    links = graph_links(record)
+    assert {p for _, p, _ in links} == {"http://www.w3.org/ns/prov#wasDerivedFrom"}
+    assert len(links) == 4
+    assert derivations(_read_back(prov_document(record))) == links
+
+
+# --- RO-Crate ---------------------------------------------------------------------------------
+
+
+def test_ro_crate_reads_back_as_a_process_run_crate(chain: Chain, tmp_path: Path) -> None:
+    import hashlib
+
+    from rocrate.rocrate import ROCrate
+
+    from bluesky_analysis_store.exchange._rocrate import PROCESS_RUN_CRATE, export_ro_crate
+
+    export_ro_crate(chain.store, chain.first, tmp_path / "crate")
+    crate = ROCrate(tmp_path / "crate")
+    assert [profile.id for profile in crate.root_dataset["conformsTo"]] == [PROCESS_RUN_CRATE]
+    (action,) = crate.get_by_type("CreateAction")
+    instrument = action["instrument"]
+    assert instrument.type == "SoftwareApplication"
+    assert instrument["name"] == "normalize"
+    assert instrument["softwareVersion"] == "1.0"
+    # rocrate reads a Dataset's id back with a trailing slash
+    objects = {entity.id.rstrip("/"): entity for entity in action["object"]}
+    assert f"urn:bluesky-analysis-store:run/{chain.raw_uid}" in objects
+    sha = hashlib.sha256(chain.input_file.read_bytes()).hexdigest()
+    assert objects[f"urn:bluesky-analysis-store:file/{sha}"]["sha256"] == sha
+    parameters = {e["name"]: e["value"] for e in objects.values() if e.type == "PropertyValue"}
+    assert parameters == {"bins": "10"}
+    results = action["result"]
+    assert results, "the derived files are the action's result"
+    for result in results:
+        copied = tmp_path / "crate" / result.id
+        assert hashlib.sha256(copied.read_bytes()).hexdigest() == result["sha256"]
+
+
+def test_ro_crate_refuses_a_directory_that_is_not_empty(chain: Chain, tmp_path: Path) -> None:
+    from bluesky_analysis_store import FileCollisionError
+    from bluesky_analysis_store.exchange._rocrate import export_ro_crate
+
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(FileCollisionError, match="not an empty directory"):
+        export_ro_crate(chain.store, chain.first, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
