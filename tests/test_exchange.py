@@ -189,3 +189,56 @@ def test_ro_crate_refuses_a_directory_that_is_not_empty(chain: Chain, tmp_path: 
     with pytest.raises(FileCollisionError, match="not an empty directory"):
         export_ro_crate(chain.store, chain.first, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+# --- SciCat -----------------------------------------------------------------------------------
+
+
+def test_scicat_derived_dataset_of_the_merge(chain: Chain) -> None:
+    from bluesky_analysis_store.exchange._scicat import export_scicat
+
+    body = export_scicat(
+        chain.store,
+        chain.merge,
+        owner_group="p1234",
+        contact_email="pi@example.org",
+        pid_template="{proposal_id}/{uid}",
+    ).model_dump(mode="json")
+    dataset, datablock = body["dataset"], body["origDatablock"]
+    assert dataset["type"] == "derived"
+    assert dataset["inputDatasets"] == [f"P-1234/{chain.raw_uid}"]  # through both analyses
+    assert dataset["usedSoftware"][0] == "merge 1.0"
+    assert dataset["jobParameters"] == {"weights": [0.5, 0.5]}
+    assert dataset["scientificMetadata"]["parent_uids"] == [chain.first, chain.second]
+    assert dataset["numberOfFiles"] == len(datablock["dataFileList"]) >= 1
+    assert dataset["size"] == datablock["size"] == sum(f["size"] for f in datablock["dataFileList"])
+    import hashlib
+
+    for entry in datablock["dataFileList"]:
+        content = (Path(dataset["sourceFolder"]) / entry["path"]).read_bytes()
+        assert hashlib.sha256(content).hexdigest() == entry["chk"]
+
+
+def test_scicat_body_refuses_a_misspelt_field_and_a_template_field_a_raw_run_lacks(
+    chain: Chain,
+) -> None:
+    from pydantic import ValidationError
+
+    from bluesky_analysis_store import AnalysisInputError
+    from bluesky_analysis_store.exchange._scicat import ScicatExport, export_scicat
+
+    body = export_scicat(
+        chain.store, chain.first, owner_group="g", contact_email="a@b.c"
+    ).model_dump(mode="json")
+    assert body["dataset"]["inputDatasets"] == [chain.raw_uid]  # the default template: the uid
+    body["dataset"]["inputDataset"] = body["dataset"].pop("inputDatasets")
+    with pytest.raises(ValidationError, match="inputDataset"):
+        ScicatExport.model_validate(body)
+    with pytest.raises(AnalysisInputError, match="beamline"):
+        export_scicat(
+            chain.store,
+            chain.first,
+            owner_group="g",
+            contact_email="a@b.c",
+            pid_template="{beamline}/{uid}",
+        )

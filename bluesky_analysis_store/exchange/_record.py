@@ -35,6 +35,7 @@ class FileRecord:
     sha256: str
     size: int
     role: Literal["input", "derived"]
+    mtime: float | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class RunRecord:
         if self.provenance is None:
             return ()
         return tuple(
-            FileRecord(item.path, item.sha256, item.size, "input")
+            FileRecord(item.path, item.sha256, item.size, "input", item.mtime)
             for item in self.provenance.inputs
         )
 
@@ -115,7 +116,9 @@ class ProvenanceRecord:
         return {(parent, run.uid) for run in self.described() for parent in run.parents}
 
 
-def gather(store: AnalysisStore, uid: str, *, recursive: bool = False) -> ProvenanceRecord:
+def gather(
+    store: AnalysisStore, uid: str, *, recursive: bool = False, files_of_focus_only: bool = False
+) -> ProvenanceRecord:
     """Collect what the provenance of run ``uid`` (full or partial) says.
 
     Parameters
@@ -127,6 +130,9 @@ def gather(store: AnalysisStore, uid: str, *, recursive: bool = False) -> Proven
     recursive : bool
         Describe every ancestor (the store's lineage walk, :meth:`AnalysisStore.lineage`), not
         only the direct parents.
+    files_of_focus_only : bool
+        Hash the derived files of the focus run only, even when ``recursive`` (an export that
+        walks the ancestry for its raw runs but describes one execution).
 
     Raises
     ------
@@ -151,7 +157,7 @@ def gather(store: AnalysisStore, uid: str, *, recursive: bool = False) -> Proven
             run_uid,
             starts.get(run_uid),
             recorded.get(run_uid),
-            recursive or run_uid == focus,
+            run_uid == focus or (recursive and not files_of_focus_only),
         )
         for run_uid in [focus, *ancestors]
     }
@@ -202,12 +208,14 @@ def _derived_files(store: AnalysisStore, uid: str) -> tuple[FileRecord, ...]:
         for member in members:
             if not member.is_file():
                 continue
+            status = member.stat()
             files.append(
                 FileRecord(
                     relative_to_root(member, store.root),
                     sha256_file(member),
-                    member.stat().st_size,
+                    status.st_size,
                     "derived",
+                    status.st_mtime,
                 )
             )
     unique = {(f.path, f.sha256): f for f in files}  # one file may hold several keys
