@@ -3,6 +3,7 @@ raw → two analyses → a merge, saved once for the module in a real in-process
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,81 @@ def test_scicat_body_refuses_a_misspelt_field_and_a_template_field_a_raw_run_lac
             contact_email="a@b.c",
             pid_template="{beamline}/{uid}",
         )
+
+
+# --- import-prov ------------------------------------------------------------------------------
+
+
+def _graph(store: AnalysisStore, uid: str) -> tuple[set[Any], set[Any]]:
+    graph = store.lineage(uid)
+    return {(n.uid, n.kind, n.label) for n in graph.nodes.values()}, set(graph.edges)
+
+
+@pytest.fixture(scope="module")
+def exported(chain: Chain, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from bluesky_analysis_store import export_prov
+
+    path = tmp_path_factory.mktemp("prov") / "merge.json"
+    path.write_text(export_prov(chain.store, chain.merge, recursive=True).serialize(format="json"))
+    return path
+
+
+def test_import_prov_round_trip_gives_the_same_lineage(
+    chain: Chain, exported: Path, tiled_catalog: Any
+) -> None:
+    from bluesky_analysis_store.exchange._import import import_prov
+
+    # the receiving facility has the raw runs (copied), not the analyses
+    target = AnalysisStore(
+        tiled_catalog.new_runs_container(), tiled_catalog.new_root(), raw=chain.raw
+    )
+    report = import_prov(target, exported)
+    assert sorted(report.imported) == sorted([chain.first, chain.second, chain.merge])
+    assert _graph(target, chain.merge) == _graph(chain.store, chain.merge)
+    assert target.lineage(chain.merge).ancestors() == chain.store.lineage(chain.merge).ancestors()
+    # records of lineage, not results: the queries for data do not return them
+    assert target.derived_from(chain.raw_uid) == []
+    from bluesky_analysis_store import check_store
+
+    assert check_store(target, grace=0).clean  # fsck --repair would not delete them
+    again = import_prov(target, exported)  # idempotent
+    assert again.imported == []
+    assert sorted(again.known) == sorted(report.imported)
+
+
+def test_import_prov_refuses_a_contradiction_and_writes_nothing(
+    chain: Chain, exported: Path, tiled_catalog: Any
+) -> None:
+    from bluesky_analysis_store import LineageConflictError
+    from bluesky_analysis_store.exchange._import import import_prov
+
+    target = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())
+    data = [{"primary": {"x": 1.0}}]
+    provenance = capture_provenance(
+        reduce_spectrum, parents=[chain.raw_uid], name="normalize", parameters={"bins": 99}
+    )
+    target.save(data, {}, provenance=provenance, uid=chain.first)  # the same uid, other bins
+    with pytest.raises(LineageConflictError, match=f"bas:run/{chain.first}: the store has lin"):
+        import_prov(target, exported)
+    assert list(target) == [chain.first]
+
+
+def test_import_prov_refuses_a_file_that_contradicts_itself_or_is_not_prov(
+    exported: Path, tmp_path: Path, tiled_catalog: Any
+) -> None:
+    from bluesky_analysis_store import ProvenanceError
+    from bluesky_analysis_store.core._errors import UnreadableFileError
+    from bluesky_analysis_store.exchange._import import import_prov
+
+    target = AnalysisStore(tiled_catalog.new_runs_container(), tiled_catalog.new_root())
+    document = json.loads(exported.read_text())
+    entity = next(e for e in document["entity"].values() if "bas:lineage_hash" in e)
+    entity["bas:lineage_hash"] = "0" * 64
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(document))
+    with pytest.raises(ProvenanceError, match="bas:lineage_hash '0000"):
+        import_prov(target, tampered)
+    (tmp_path / "not.json").write_text("{not json")
+    with pytest.raises(UnreadableFileError, match=r"not\.json"):
+        import_prov(target, tmp_path / "not.json")
+    assert list(target) == []

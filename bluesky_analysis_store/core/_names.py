@@ -12,3 +12,7 @@ FSCK_GRACE = 600.0
 SUPERSEDES_KEY = "supersedes"
 #: The start key where ``bas reprocess`` records the campaign and procedure of a run.
 REPROCESS_KEY = "reprocess"
+
+#: The start key of a lineage record ``bas import-prov`` made: a run known here by its
+#: provenance only (no data; its stop says ``exit_status="abort"``), and where it came from.
+IMPORTED_KEY = "bas_imported"
