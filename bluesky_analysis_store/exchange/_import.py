@@ -29,7 +29,7 @@ from ..core._errors import LineageConflictError, ProvenanceError, UnreadableFile
 from ..core._names import IMPORTED_KEY
 from ..provenance._provenance import Provenance
 from ..provenance._run_kind import is_analysis_run
-from ._prov import BAS_NAMESPACE, derivations, run_id
+from ._prov import BAS_NAMESPACE, BAS_PREFIX, derivations, run_id
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument
@@ -111,7 +111,7 @@ def described_runs(document: ProvDocument) -> dict[str, ImportedRun]:
         record = attributes.get(BAS_NAMESPACE + "provenance")
         if record is None:  # a raw run, a file, or a run only named
             continue
-        name = f"bas:{str(entity.identifier.uri).removeprefix(BAS_NAMESPACE)}"
+        name = f"bas:{str(entity.identifier).removeprefix(f'{BAS_PREFIX}:')}"
         try:
             provenance = Provenance.model_validate_json(str(record))
         except ValueError as error:
@@ -178,8 +178,9 @@ def check_against_store(
     """
     stored = store._start_documents(sorted(set(runs) | raw_uids))
     known = []
-    for uid, start in stored.items():
+    for uid, stored_start in stored.items():
         name = _entity(uid)
+        start: Mapping[str, Any] = stored_start  # a run's start, with our provenance keys
         if uid in raw_uids:
             if is_analysis_run(start):
                 raise LineageConflictError(name, "kind", "analysis run", "raw run")
