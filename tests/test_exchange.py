@@ -321,3 +321,45 @@ def test_import_prov_refuses_a_file_that_contradicts_itself_or_is_not_prov(
     with pytest.raises(UnreadableFileError, match=r"not\.json"):
         import_prov(target, tmp_path / "not.json")
     assert list(target) == []
+
+
+# --- the commands -----------------------------------------------------------------------------
+
+
+def test_bas_export_and_import_prov_between_two_embedded_stores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``bas export`` / ``bas import-prov`` as typed (in this process), and their refusals:
+    each leaves nothing behind."""
+    from bluesky_analysis_store.cli import main
+
+    source, target = tmp_path / "source", tmp_path / "target"
+    with AnalysisStore.open(source) as store:
+        parent = _save(store, ["0f3c5a8e-9b1d-4c2e-8a7f-1d2e3f4a5b6c"], "normalize", bins=4)
+        uid = _save(store, [store[parent]], "fit", order=2)
+    exported = tmp_path / "fit.json"
+    argv = ["export", uid[:8], "--format", "prov-json", "--recursive", "--store", str(source)]
+    assert main([*argv, "-o", str(exported)]) == 0
+    assert main([*argv, "-o", str(exported)]) == 1  # never overwritten
+    assert "exists; exports never overwrite" in capsys.readouterr().err
+    assert main(["import-prov", str(exported), "--store", str(target)]) == 0
+    assert f"lineage record {uid}" in capsys.readouterr().out
+    assert main(["lineage", uid, "--store", str(target)]) == 0
+    shown = capsys.readouterr().out
+    assert f"{uid[:8]}  fit 1.0  [analysis]" in shown
+    assert f"  └── {parent[:8]}  normalize 1.0  [analysis]" in shown
+
+    crate = tmp_path / "crate"
+    (crate / "mine").mkdir(parents=True)
+    refusals = {
+        ("export", uid, "--format", "prov-xml"): "unknown export format 'prov-xml'",
+        ("export", uid, str(crate), "--format", "ro-crate"): "not an empty directory",
+        ("export", uid, "--format", "scicat"): "needs --owner-group and --contact-email",
+        ("import-prov", str(tmp_path / "none.json")): "cannot be read as PROV-JSON",
+        ("export", "ffffffff", "--format", "prov-json"): "no run 'ffffffff'",
+    }
+    for command, message in refusals.items():
+        assert main([*command, "--store", str(source)]) == 1, command
+        assert message in capsys.readouterr().err, command
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crate", "fit.json", "source", "target"]
+    assert [p.name for p in crate.iterdir()] == ["mine"]

@@ -16,3 +16,5 @@ REPROCESS_KEY = "reprocess"
 #: The start key of a lineage record ``bas import-prov`` made: a run known here by its
 #: provenance only (no data; its stop says ``exit_status="abort"``), and where it came from.
 IMPORTED_KEY = "bas_imported"
+#: ``bas export --format scicat``'s default ``--pid-template``: SciCat knows a raw run by its uid.
+DEFAULT_PID_TEMPLATE = "{uid}"

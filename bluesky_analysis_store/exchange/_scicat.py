@@ -18,14 +18,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from ..core._errors import AnalysisInputError
+from ..core._names import DEFAULT_PID_TEMPLATE
 from ..core._version import __version__
 from ._record import FileRecord, ProvenanceRecord, RunRecord, gather
 
 if TYPE_CHECKING:
     from ..store._store import AnalysisStore
-
-#: The default ``--pid-template``: a raw run is known to SciCat by its uid.
-DEFAULT_PID_TEMPLATE = "{uid}"
 
 
 class _Body(BaseModel):
