@@ -72,7 +72,7 @@ def export_command(args: argparse.Namespace, open_store: Callable[..., Any]) -> 
             from ..exchange._prov import export_prov
 
             document = export_prov(store, args.uid, recursive=args.recursive)
-            _write_text(document.serialize(format="json", indent=2), destination)
+            _write_text(document.serialize(format="json", indent=2) or "", destination)
         elif args.format == "ro-crate":
             from ..exchange._rocrate import export_ro_crate
 
