@@ -4,6 +4,7 @@ raw → two analyses → a merge, saved once for the module in a real in-process
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,17 +54,16 @@ def _save(store: AnalysisStore, parents: list[Any], name: str, **kwargs: Any) ->
 
 
 @pytest.fixture(scope="module")
-def chain(tiled_catalog: Any) -> Chain:
-    raw = tiled_catalog.new_runs_container()
-    root = tiled_catalog.new_root()
-    store = AnalysisStore(tiled_catalog.new_runs_container(), root, raw=raw)
-    raw_uid = _raw_run(raw)
-    calibration = root / "calibration.txt"
-    calibration.write_text("gain 1.5\n")
-    first = _save(store, [raw[raw_uid]], "normalize", inputs=[calibration], bins=10)
-    second = _save(store, [raw[raw_uid]], "background", window=3)
-    merge = _save(store, [store[first], store[second]], "merge", weights=[0.5, 0.5])
-    return Chain(store, raw, raw_uid, first, second, merge, calibration)
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+    """An embedded store (its app's rules: provenance, lineage links) with a raw catalog."""
+    with AnalysisStore.open(tmp_path_factory.mktemp("source"), raw="raw") as store:
+        raw_uid = _raw_run(store.raw)
+        calibration = store.root / "calibration.txt"
+        calibration.write_text("gain 1.5\n")
+        first = _save(store, [store.raw[raw_uid]], "normalize", inputs=[calibration], bins=10)
+        second = _save(store, [store.raw[raw_uid]], "background", window=3)
+        merge = _save(store, [store[first], store[second]], "merge", weights=[0.5, 0.5])
+        yield Chain(store, store.raw, raw_uid, first, second, merge, calibration)
 
 
 # --- PROV-JSON --------------------------------------------------------------------------------
@@ -137,17 +137,38 @@ def test_prov_json_recursive_describes_the_whole_ancestry(chain: Chain) -> None:
     assert {str(k): v for k, v in raw.attributes}["bas:plan_name"] == "count"
 
 
-def test_prov_derivations_are_the_links_tileds_graph_would_hold(chain: Chain) -> None:
-    """tiled's graph of links stores predicates as full IRIs (a ``prov:`` CURIE expanded with
-    the registered prefix): the export's derivations are those same triples."""
+def test_tileds_graph_of_links_holds_the_exported_derivations(chain: Chain) -> None:
+    """The store writes each run's ``prov:wasDerivedFrom`` links into tiled's graph when the
+    run is created; read back through tiled's GraphQL, they are the export's derivations."""
     from bluesky_analysis_store.exchange._prov import derivations, graph_links, prov_document
     from bluesky_analysis_store.exchange._record import gather
+    from bluesky_analysis_store.store._lineage_links import stored_links
 
     record = gather(chain.store, chain.merge, recursive=True)
     links = graph_links(record)
     assert {p for _, p, _ in links} == {"http://www.w3.org/ns/prov#wasDerivedFrom"}
     assert len(links) == 4
     assert derivations(_read_back(prov_document(record))) == links
+    assert stored_links(chain.store.runs) == links
+
+
+def test_tileds_graph_of_links_on_postgresql(postgres_catalog: Any) -> None:
+    """The same links on a PostgreSQL catalog (the store's ``analysis`` container)."""
+    import uuid
+
+    from bluesky_analysis_store.store._catalog import runs_container
+    from bluesky_analysis_store.store._lineage_links import WAS_DERIVED_FROM, run_iri, stored_links
+
+    store = AnalysisStore(runs_container(postgres_catalog.client), postgres_catalog.new_root())
+    parent = str(uuid.uuid4())  # the catalog is the session's: runs of other tests are there
+    first = _save(store, [parent], "normalize", bins=1)
+    second = _save(store, [store[first]], "fit", order=1)
+    expected = {
+        (run_iri(first), WAS_DERIVED_FROM, run_iri(parent)),
+        (run_iri(second), WAS_DERIVED_FROM, run_iri(first)),
+    }
+    mine = {link for link in stored_links(store.runs) if link[0] in {e[0] for e in expected}}
+    assert mine == expected
 
 
 # --- RO-Crate ---------------------------------------------------------------------------------
@@ -263,18 +284,22 @@ def exported(chain: Chain, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_import_prov_round_trip_gives_the_same_lineage(
-    chain: Chain, exported: Path, tiled_catalog: Any
+    chain: Chain, exported: Path, tmp_path: Path
 ) -> None:
-    from bluesky_analysis_store.exchange._import import import_prov
-
     # the receiving facility has the raw runs (copied), not the analyses
-    target = AnalysisStore(
-        tiled_catalog.new_runs_container(), tiled_catalog.new_root(), raw=chain.raw
-    )
+    with AnalysisStore.open(tmp_path / "target", raw=chain.raw) as target:
+        _round_trip(chain, exported, target)
+
+
+def _round_trip(chain: Chain, exported: Path, target: AnalysisStore) -> None:
+    from bluesky_analysis_store.exchange._import import import_prov
+    from bluesky_analysis_store.store._lineage_links import stored_links
+
     report = import_prov(target, exported)
     assert sorted(report.imported) == sorted([chain.first, chain.second, chain.merge])
     assert _graph(target, chain.merge) == _graph(chain.store, chain.merge)
     assert target.lineage(chain.merge).ancestors() == chain.store.lineage(chain.merge).ancestors()
+    assert stored_links(target.runs) == stored_links(chain.store.runs)  # tiled's graph too
     # records of lineage, not results: the queries for data do not return them
     assert target.derived_from(chain.raw_uid) == []
     from bluesky_analysis_store import check_store

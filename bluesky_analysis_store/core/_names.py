@@ -18,3 +18,9 @@ REPROCESS_KEY = "reprocess"
 IMPORTED_KEY = "bas_imported"
 #: ``bas export --format scicat``'s default ``--pid-template``: SciCat knows a raw run by its uid.
 DEFAULT_PID_TEMPLATE = "{uid}"
+
+#: Our namespace for provenance identifiers (prefix ``bas``): ``run/<uid>``, ``execution/<uid>``,
+#: ``file/<sha256>``... in the PROV and RO-Crate exports and in tiled's graph of links.
+BAS_NAMESPACE = "urn:bluesky-analysis-store:"
+#: The W3C PROV namespace (prefix ``prov``): the predicates of lineage links and exports.
+PROV_NAMESPACE = "http://www.w3.org/ns/prov#"

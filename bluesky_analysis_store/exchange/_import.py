@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from ..core._errors import LineageConflictError, ProvenanceError, UnreadableFileError
-from ..core._names import IMPORTED_KEY
+from ..core._names import BAS_NAMESPACE, IMPORTED_KEY
 from ..provenance._provenance import Provenance
 from ..provenance._run_kind import is_analysis_run
-from ._prov import BAS_NAMESPACE, BAS_PREFIX, derivations, run_id
+from ._prov import BAS_PREFIX, derivations, run_id
 
 if TYPE_CHECKING:
     from prov.model import ProvDocument

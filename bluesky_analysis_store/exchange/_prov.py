@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from ..core._names import BAS_NAMESPACE, PROV_NAMESPACE
 from ..provenance._provenance import canonical_json
 from ._record import FileRecord, ProvenanceRecord, RunRecord, gather
 
@@ -23,11 +24,7 @@ if TYPE_CHECKING:
 
     from ..store._store import AnalysisStore
 
-#: Our namespace: identifiers of runs, executions, files and agents, and our attribute names.
-BAS_NAMESPACE = "urn:bluesky-analysis-store:"
 BAS_PREFIX = "bas"
-#: The W3C PROV namespace (``prov:``), as tiled's graph of links expands the prefix.
-PROV_NAMESPACE = "http://www.w3.org/ns/prov#"
 #: The PROV relations an export writes; a link of tiled's graph uses the same predicate IRIs.
 RELATIONS = ("wasDerivedFrom", "used", "wasGeneratedBy", "wasAssociatedWith")
 

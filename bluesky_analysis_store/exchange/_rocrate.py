@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core._errors import AnalysisInputError, FileCollisionError
-from ._prov import BAS_NAMESPACE, code_agent_id, run_id
+from ..core._names import BAS_NAMESPACE
+from ._prov import code_agent_id, run_id
 from ._record import ProvenanceRecord, RunRecord, gather
 
 if TYPE_CHECKING:
