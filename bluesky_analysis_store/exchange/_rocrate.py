@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from ..core._errors import AnalysisInputError, FileCollisionError
 from ..core._names import BAS_NAMESPACE
@@ -136,7 +137,7 @@ def _action(crate: ROCrate, run: RunRecord, record: ProvenanceRecord) -> Any:
             crate.add(
                 _context(
                     crate,
-                    f"#parameter-{run.uid}-{name}",
+                    f"#parameter-{run.uid}-{quote(name, safe='')}",
                     "PropertyValue",
                     name=name,
                     value=json.dumps(value, sort_keys=True),
@@ -213,8 +214,6 @@ def _instrument(crate: ROCrate, run: RunRecord) -> Any:
 
 
 def _person(crate: ROCrate, user: str) -> Any:
-    from urllib.parse import quote
-
     from rocrate.model.person import Person
 
     identifier = f"{BAS_NAMESPACE}user/{quote(user, safe='')}"
