@@ -24,6 +24,7 @@ _SUBPACKAGES = (
     "store",
     "runengine",
     "reprocessing",
+    "exchange",
     "server",
     "cli",
     "examples",
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from .compose import *  # noqa: F403
     from .core import *  # noqa: F403
     from .examples import *  # noqa: F403
+    from .exchange import *  # noqa: F403
     from .insert import *  # noqa: F403
     from .pairs import *  # noqa: F403
     from .provenance import *  # noqa: F403

@@ -370,6 +370,18 @@ def _replay_into(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from ._exchange import export_command
+
+    return export_command(args, _open_store)
+
+
+def _import_prov(args: argparse.Namespace) -> int:
+    from ._exchange import import_prov_command
+
+    return import_prov_command(args, _open_store)
+
+
 def _profile_install(args: argparse.Namespace) -> int:
     from ._profile import install_profile, startup_files
 
@@ -536,6 +548,17 @@ def build_parser() -> argparse.ArgumentParser:
         "go into, with every check of a direct save; exit 1 when a run was refused",
     )
     replay.set_defaults(func=_replay)
+
+    # provenance that travels: exports (PROV-JSON, RO-Crate, SciCat) and import-prov
+    from ._exchange import add_arguments as add_exchange_arguments
+
+    export = store_command("export", "write a run's provenance as PROV-JSON, RO-Crate or SciCat")
+    import_prov = store_command(
+        "import-prov", "read a PROV-JSON export into this store's lineage (refuses conflicts)"
+    )
+    add_exchange_arguments(export, import_prov)
+    export.set_defaults(func=_export)
+    import_prov.set_defaults(func=_import_prov)
 
     def campaign_command(name: str, help_text: str) -> argparse.ArgumentParser:
         # the store where results go, with its raw catalog; reprocessing keeps no spool

@@ -47,6 +47,28 @@ class RunConflictError(AnalysisStoreError, ValueError):
     """
 
 
+class LineageConflictError(RunConflictError):
+    """Imported provenance contradicts what the store knows of a run (``bas import-prov``):
+    another lineage hash, other parents, other code. Nothing is written.
+
+    Attributes
+    ----------
+    entity : str
+        The PROV entity (``bas:run/<uid>``) in conflict.
+    field : str
+        What differs (``"lineage_hash"``, ``"parents"``, ``"code"``, ``"kind"``).
+    stored, imported : object
+        The store's value and the file's.
+    """
+
+    def __init__(self, entity: str, field: str, stored: object, imported: object) -> None:
+        self.entity, self.field, self.stored, self.imported = entity, field, stored, imported
+        super().__init__(
+            f"{entity}: the store has {field} {stored!r}, the imported provenance says "
+            f"{imported!r}; nothing was imported"
+        )
+
+
 class InputTypeError(AnalysisInputError, TypeError):
     """An argument has a type that is not accepted (the message names what is)."""
 

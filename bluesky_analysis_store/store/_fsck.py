@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core._errors import AnalysisInputError, AnalysisStoreError
 from ..core._files import inside_root, remove_empty_directories
-from ..core._names import FSCK_GRACE
+from ..core._names import FSCK_GRACE, IMPORTED_KEY
 from ..insert._spool import (
     SPOOL_DIRECTORY,
     SPOOL_REGISTRY,
@@ -478,6 +478,9 @@ def _classify(run: Any, now: float, grace: float) -> tuple[str, str, float | Non
         return "complete", "", started
     if status == "fail" and len(run) == 0:
         return "failure", "recorded failure", started
+    if status == "abort" and start.get(IMPORTED_KEY) and len(run) == 0:
+        # a lineage record of bas import-prov: its data are elsewhere by design
+        return "complete", "imported lineage record", started
     if stop:
         return "incomplete", f"exit_status {status!r}", started
     if started is None or now - started < grace:

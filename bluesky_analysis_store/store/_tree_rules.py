@@ -11,6 +11,8 @@ every client, in process and served:
   does not tell them where the node is), and the rule must not reach other containers: a raw
   catalog in the same tree (``raw``) holds BlueskyRuns without provenance, and a run's own
   streams are no runs.
+* **Lineage links.** A run created there gets its ``prov:wasDerivedFrom`` links in tiled's graph
+  (:mod:`._lineage_links`).
 * **Containment** (see :mod:`._containment`): assets given when a node is registered or a data
   source is replaced must lie inside the store (HTTP 400), and every asset tiled opens to read
   is checked again, resolved, at that moment (HTTP 403).
@@ -85,11 +87,12 @@ class _Rules:
         refusal = data_sources_refusal(StoreStorage.of(self.context), data_sources)
         if refusal is not None:
             raise _http_error(400, refusal)
-        if self.node.key == RUNS_CONTAINER and self.node.parent == ROOT_ID:
+        is_run = self.node.key == RUNS_CONTAINER and self.node.parent == ROOT_ID
+        if is_run:
             problem = run_node_problem(structure_family, specs, metadata, data_sources)
             if problem is not None:
                 raise _http_error(400, problem)
-        return await super().create_node(  # type: ignore[misc]
+        created = await super().create_node(  # type: ignore[misc]
             structure_family,
             metadata,
             key=key,
@@ -97,6 +100,11 @@ class _Rules:
             data_sources=data_sources,
             access_tags=access_tags,
         )
+        if is_run:  # its lineage into tiled's graph of links: no request, one transaction
+            from ._lineage_links import write_or_warn
+
+            await write_or_warn(self.context, created.node.id, metadata)
+        return created
 
     async def put_data_source(self, data_source: Any, patch: Any) -> Any:
         refusal = data_sources_refusal(StoreStorage.of(self.context), [data_source])
