@@ -176,7 +176,7 @@ def check_against_store(
         A run the store has with another lineage hash, other parents or other code, or as
         another kind of run (naming the entity and both values).
     """
-    stored = store._start_documents(sorted(set(runs) | raw_uids))
+    stored = store.start_documents(sorted(set(runs) | raw_uids))
     known = []
     for uid, stored_start in stored.items():
         name = _entity(uid)

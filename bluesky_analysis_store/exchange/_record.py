@@ -148,7 +148,7 @@ def gather(
     else:
         parents = cast("list[str]", start.get("parent_uids") or [])
         ancestors = list(dict.fromkeys(parents))
-    starts = store._start_documents(ancestors) if ancestors else {}
+    starts = store.start_documents(ancestors) if ancestors else {}
     starts[focus] = start
     recorded = _recorded_parent_hashes([focus, *ancestors], starts)
     runs = {  # derived files (hashed now) only of the runs whose execution is described
@@ -198,12 +198,12 @@ def _derived_files(store: AnalysisStore, uid: str) -> tuple[FileRecord, ...]:
     """The files of an analysis run's data sources (the assets fsck walks), with their SHA-256
     computed now (the store records none for derived files); a file not on this machine is
     left out."""
-    from ..store._fsck import _data_source_files
+    from ..store._locations import asset_files
 
     if uid not in store:  # e.g. a raw-catalog run with provenance keys: no assets here
         return ()
     files = []
-    for path, is_directory in _data_source_files(store.runs[uid]):
+    for path, is_directory in asset_files(store.runs[uid]):
         members = sorted(p for p in path.rglob("*") if p.is_file()) if is_directory else [path]
         for member in members:
             if not member.is_file():

@@ -47,7 +47,7 @@ from ..insert._spool import (
     registered_spools,
     spool_files,
 )
-from ._locations import Located, Locator, document_file, path_from_uri, recorded_root
+from ._locations import Located, Locator, asset_files, document_file, recorded_root
 from ._locks import LOCK_FILE
 from ._quarantine import (
     QUARANTINE_DIRECTORY,
@@ -417,21 +417,6 @@ def _touched(status: os.stat_result) -> float:
     return max(status.st_mtime, status.st_ctime)
 
 
-def _data_source_files(node: Any) -> Iterator[tuple[Path, bool]]:
-    """``(path, is_directory)`` of every ``file:`` asset of ``node`` and the nodes below it."""
-    base = getattr(node, "base", node)  # a composite stream's plain container
-    family = str(getattr(base, "structure_family", ""))
-    if family.endswith(("container", "composite")):
-        for _, child in base.items():
-            yield from _data_source_files(child)
-        return
-    for data_source in base.data_sources() or ():
-        for asset in data_source.assets:
-            path = path_from_uri(asset.data_uri)
-            if path is not None:
-                yield path, bool(asset.is_directory)
-
-
 @dataclass
 class _References:
     """Paths under the current root (and file identities) that must not be removed."""
@@ -675,7 +660,7 @@ def check_store(store: AnalysisStore, *, grace: float = DEFAULT_GRACE) -> FsckRe
             kind, reason = "in_progress", "its spool file is being written"
         elif kind in ("incomplete", "in_progress") and uid in waiting:
             kind = "awaiting"
-        references += [_Reference(kind, uid, p, d) for p, d in _data_source_files(run)]
+        references += [_Reference(kind, uid, p, d) for p, d in asset_files(run)]
         issues[uid] = (kind, reason, started)
         if kind in ("complete", "failure", "unrecognized", "awaiting"):
             found[kind].append(uid)

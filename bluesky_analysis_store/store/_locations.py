@@ -14,9 +14,10 @@ mapped onto the current root the same way.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
@@ -27,6 +28,22 @@ def path_from_uri(uri: str) -> Path | None:
     if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
         return None
     return Path(os.path.normpath(url2pathname(parsed.path)))
+
+
+def asset_files(node: Any) -> Iterator[tuple[Path, bool]]:
+    """``(path, is_directory)`` of every ``file:`` asset of ``node`` (a tiled client node) and the
+    nodes below it: the files a run's data is read from (fsck's references, an export's files)."""
+    base = getattr(node, "base", node)  # a composite stream's plain container
+    family = str(getattr(base, "structure_family", ""))
+    if family.endswith(("container", "composite")):
+        for _, child in base.items():
+            yield from asset_files(child)
+        return
+    for data_source in base.data_sources() or ():
+        for asset in data_source.assets:
+            path = path_from_uri(asset.data_uri)
+            if path is not None:
+                yield path, bool(asset.is_directory)
 
 
 def document_file(name: str, doc: object, root: Path) -> Path | None:

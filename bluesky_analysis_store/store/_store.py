@@ -408,7 +408,7 @@ class AnalysisStore(SavingStore, ClosingContext):
     def _raw_start(self, uid: str) -> RunStart | None:
         return _start_in(self.raw, uid)
 
-    def _start_documents(self, uids: Sequence[str]) -> dict[str, RunStart]:
+    def start_documents(self, uids: Sequence[str]) -> dict[str, RunStart]:
         """The start documents of the full ``uids`` found in the analysis catalog, else in the
         raw one: one search per catalog (per :data:`UIDS_PER_SEARCH` uids), not one per run."""
         from tiled.queries import In
@@ -453,7 +453,7 @@ class AnalysisStore(SavingStore, ClosingContext):
         start = self.start_document(uid)  # also resolves a partial uid
         if start is None:
             raise NotFoundError(f"no run {uid!r} in the analysis store or its raw catalog")
-        return build_lineage_graph(start, self._start_documents, self._derived_starts)
+        return build_lineage_graph(start, self.start_documents, self._derived_starts)
 
     def close(self) -> None:
         """Release what :meth:`open` opened: the in-process server or the HTTP connections, and
