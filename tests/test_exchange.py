@@ -4,6 +4,7 @@ raw → two analyses → a merge, saved once for the module in a real in-process
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -374,6 +375,12 @@ def test_bas_export_and_import_prov_between_two_embedded_stores(
     assert f"{uid[:8]}  fit 1.0  [analysis]" in shown
     assert f"  └── {parent[:8]}  normalize 1.0  [analysis]" in shown
 
+    # the destination after the format, as the issue writes it: --format ro-crate DIR
+    written = tmp_path / "written"
+    assert main(["export", uid, "--format", "ro-crate", str(written), "--store", str(source)]) == 0
+    assert (written / "ro-crate-metadata.json").is_file()
+    shutil.rmtree(written)
+
     crate = tmp_path / "crate"
     (crate / "mine").mkdir(parents=True)
     refusals = {
@@ -382,6 +389,7 @@ def test_bas_export_and_import_prov_between_two_embedded_stores(
         ("export", uid, "--format", "scicat"): "needs --owner-group and --contact-email",
         ("import-prov", str(tmp_path / "none.json")): "cannot be read as PROV-JSON",
         ("export", "ffffffff", "--format", "prov-json"): "no run 'ffffffff'",
+        ("export", uid, "a.json", "--format", "prov-json", "b.json"): "give the destination once",
     }
     for command, message in refusals.items():
         assert main([*command, "--store", str(source)]) == 1, command

@@ -24,11 +24,31 @@ FORMATS = {
 }
 
 
+class _FormatAndDestination(argparse.Action):
+    """``--format FORMAT [DEST]``: the format, and the destination may follow it
+    (``--format ro-crate DIR``), as it may follow the uid or ``-o``."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None
+    ) -> None:
+        if len(values) > 2:
+            parser.error(f"--format takes a format and at most one destination, not {values}")
+        namespace.format = values[0]
+        namespace.format_destination = values[1] if len(values) == 2 else None
+
+
 def _destination(args: argparse.Namespace) -> Path | None:
-    if args.output is not None and args.destination is not None:
-        raise AnalysisInputError("give the destination once: DEST or -o/--output, not both")
-    chosen = args.output if args.output is not None else args.destination
-    return None if chosen is None else Path(chosen)
+    given = [
+        d
+        for d in (args.destination, getattr(args, "format_destination", None), args.output)
+        if d is not None
+    ]
+    if len(given) > 1:
+        raise AnalysisInputError(
+            "give the destination once: after the uid, after --format FORMAT, or -o/--output; "
+            f"not {len(given)} of them ({', '.join(given)})"
+        )
+    return Path(given[0]) if given else None
 
 
 def _check(args: argparse.Namespace) -> Path | None:
@@ -112,8 +132,11 @@ def add_arguments(export: argparse.ArgumentParser, import_prov: argparse.Argumen
     export.add_argument(
         "--format",
         required=True,
-        metavar="FORMAT",
-        help="; ".join(f"{name}: {what}" for name, what in FORMATS.items()),
+        nargs="+",
+        action=_FormatAndDestination,
+        metavar=("FORMAT", "DEST"),
+        help="; ".join(f"{name}: {what}" for name, what in FORMATS.items())
+        + " (DEST may follow FORMAT: --format ro-crate DIR)",
     )
     export.add_argument("-o", "--output", help="the destination (same as DEST)")
     export.add_argument(
