@@ -37,11 +37,11 @@ for formatter in config["formatters"].values():
 for logger in config["loggers"].values():
     logger["level"] = level
 config["root"] = {"handlers": ["default"], "level": level}
-real_run = uvicorn.run
-def run(app, **kwargs):
+real_init = uvicorn.Config.__init__  # every server's settings, one process or several
+def init(self, app, **kwargs):
     kwargs.update(log_level=level.lower(), access_log=True, log_config=config)
-    real_run(app, **kwargs)
-uvicorn.run = run
+    real_init(self, app, **kwargs)
+uvicorn.Config.__init__ = init
 from bluesky_analysis_store.cli import main
 sys.exit(main(sys.argv[1:]))
 """

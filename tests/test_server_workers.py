@@ -223,8 +223,11 @@ def test_a_worker_builds_the_single_servers_app(workers, monkeypatch):
         app = app.app
     assert layers == ["KeyGuard", "AssetRoutes"]
     monkeypatch.delenv("BAS_SERVE_WORKER")
-    with pytest.raises(AnalysisStoreError, match="BAS_SERVE_WORKER is missing"):
+    # uvicorn's start-up failure status (3), which stops the server instead of a restart loop;
+    # what went wrong is logged (the supervisor's test shows it)
+    with pytest.raises(SystemExit) as stopped:
         worker_app()
+    assert stopped.value.code == 3
 
 
 def _bas_serve(*args: str, directory: Path) -> subprocess.CompletedProcess[str]:
@@ -273,3 +276,18 @@ def test_sigterm_stops_every_worker(workers):
     while any(_running(pid) for pid in [server.pid, *worker_pids]):
         assert time.monotonic() < deadline, "bas serve --workers 2 did not stop on SIGTERM"
         time.sleep(0.2)
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_that_fails_to_start_stops_the_server_with_an_error(monkeypatch, capfd):
+    """A worker whose app cannot be built (here: the parent's options are missing) exits with
+    uvicorn's start-up failure status, so uvicorn stops every worker instead of starting the
+    broken one again forever, and the supervisor raises instead of returning as if asked to stop
+    (``bas serve`` exits 1, not 0)."""
+    from bluesky_analysis_store.core._environment import SERVE_WORKER_ENV
+    from bluesky_analysis_store.server._workers import WORKER_APP, serve_processes
+
+    monkeypatch.delenv(SERVE_WORKER_ENV, raising=False)
+    with pytest.raises(AnalysisStoreError, match=r"failed to start, so none serves"):
+        serve_processes(WORKER_APP, 2, host="127.0.0.1", port=free_port())
+    assert f"${SERVE_WORKER_ENV} is missing or not JSON" in capfd.readouterr().err

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,8 +78,6 @@ def run_workers(
     """Serve the store with ``workers`` processes on ``host:port`` until SIGINT or SIGTERM,
     which stop every worker (uvicorn's supervisor); the keys are read from the environment.
     ``announce`` is called once the store is prepared, before the workers start."""
-    import uvicorn
-
     from ._server import check_keys, keys_from_environment
 
     check_workers(workers, catalog_uri, tables_uri)
@@ -88,14 +87,55 @@ def run_workers(
     options = {"directory": str(directory), "catalog": catalog_uri, "tables": tables_uri}
     os.environ[SERVE_WORKER_ENV] = json.dumps(options)  # inherited by the spawned workers
     announce()
-    uvicorn.run(
-        WORKER_APP, factory=True, workers=workers, host=host, port=port, log_level="warning"
+    serve_processes(WORKER_APP, workers, host=host, port=port)
+
+
+def serve_processes(app: str, workers: int, *, host: str, port: int) -> None:
+    """Serve the app factory ``app`` (an import string) with ``workers`` processes on
+    ``host:port`` until SIGINT or SIGTERM (what ``uvicorn.run`` does for several workers).
+
+    Raises :class:`AnalysisStoreError` when a worker failed to start: uvicorn then stops the
+    others and returns as if asked to stop, and ``bas serve`` would exit 0 with nothing served.
+    """
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
+        app, factory=True, workers=workers, host=host, port=port, log_level="warning"
     )
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    failed = [p.pid for p in supervisor.processes if p.exitcode == STARTUP_FAILURE]
+    if failed:
+        raise AnalysisStoreError(
+            f"a server worker (pid {', '.join(map(str, failed))}) failed to start, so none "
+            "serves: its error is in the log above; fix it and start bas serve again"
+        )
 
 
 def worker_app() -> Any:
     """The app of one worker process (uvicorn's factory): :func:`._server.build_server_app`
-    with the parent's options and the keys from the environment."""
+    with the parent's options and the keys from the environment.
+
+    A worker that cannot build its app exits with uvicorn's start-up failure status, which stops
+    the whole server (:func:`serve_processes` then raises): any other exit would have uvicorn
+    start the same broken worker again, forever.
+    """
+    import logging
+
+    from uvicorn.config import STARTUP_FAILURE
+
+    try:
+        return _build_worker_app()
+    except Exception:
+        logging.getLogger("bluesky_analysis_store.server").exception(
+            "this server worker (pid %d) cannot start", os.getpid()
+        )
+        sys.exit(STARTUP_FAILURE)
+
+
+def _build_worker_app() -> Any:
     from ._server import build_server_app, keys_from_environment
 
     try:
