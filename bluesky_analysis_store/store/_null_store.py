@@ -86,14 +86,6 @@ class NullStore(SavingStore, ClosingContext):
         return NULL_STORE
 
     @property
-    def registry(self) -> PairRegistry:
-        if self._registry is None:
-            from ..pairs._pairs import default_registry
-
-            self._registry = default_registry()
-        return self._registry
-
-    @property
     def _inserter(self) -> LocalPipeline:
         if self._pipeline is None:
             from ..insert._local import LocalPipeline

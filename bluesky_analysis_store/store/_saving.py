@@ -42,17 +42,27 @@ def remove_files(files: Sequence[Path], root: Path) -> None:
 class SavingStore(ABC):
     """``save`` and ``record_failure`` for every store (see the module's docstring).
 
-    A store provides ``root``, ``registry``, ``read_only``, :meth:`insert`,
-    :meth:`_lineage_contents` and :meth:`_take_back`.
+    A store provides ``root``, ``read_only``, :meth:`insert`, :meth:`_lineage_contents` and
+    :meth:`_take_back`, and sets ``_registry`` (its pairs, or None for every installed pair).
     """
 
     root: Path
     read_only: bool = False
+    _registry: PairRegistry | None = None
 
     @property
-    @abstractmethod
     def registry(self) -> PairRegistry:
-        """The writer/handler pairs files are written with."""
+        """The writer/handler pairs files are written with (default: every installed pair,
+        found when first asked for)."""
+        if self._registry is None:
+            from ..pairs._pairs import default_registry
+
+            self._registry = default_registry()
+        return self._registry
+
+    @registry.setter
+    def registry(self, registry: PairRegistry) -> None:
+        self._registry = registry
 
     @abstractmethod
     def insert(self, name: str, doc: Document) -> None:

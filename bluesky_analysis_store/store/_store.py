@@ -124,20 +124,6 @@ class AnalysisStore(SavingStore, ClosingContext):
                 register_spool(self.root, self.spool)
 
     @property
-    def registry(self) -> PairRegistry:
-        """The writer/handler pairs (default: every installed pair, found when first asked
-        for)."""
-        if self._registry is None:
-            from ..pairs._pairs import default_registry
-
-            self._registry = default_registry()
-        return self._registry
-
-    @registry.setter
-    def registry(self, registry: PairRegistry) -> None:
-        self._registry = registry
-
-    @property
     def _inserter(self) -> StorePipeline:
         if self._store_pipeline is None:
             self._store_pipeline = self._pipeline(self.spool)
