@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
@@ -62,3 +63,37 @@ def test_an_error_while_opening_is_shown_at_once_and_raised_by_what_waits(tmp_pa
         store.insert("start", {})
     assert repr(store) == "<the test store: failed to open>"
     store.close()  # nothing to close
+
+
+def test_an_import_that_missed_an_installed_module_is_tried_again(tmp_path, monkeypatch):
+    """IPython takes each startup file's directory out of ``sys.path`` while the store opens in
+    this thread: an import walking ``sys.path`` then may skip site-packages and miss an
+    installed package. The opening is tried once more when the module is there by then, and
+    not when it is not."""
+    (tmp_path / "bas_found_late.py").write_text("VALUE = 7\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))  # restored, with what this test adds
+    monkeypatch.delitem(sys.modules, "bas_found_late", raising=False)
+    calls = []
+
+    def open_store():
+        calls.append("open")
+        try:
+            import bas_found_late  # not on sys.path the first time
+        finally:
+            sys.path.append(str(tmp_path))  # and there by the time the error is looked at
+        return bas_found_late.VALUE
+
+    assert BackgroundStore(open_store, "the test store").wait(timeout=60) == 7
+    assert calls == ["open", "open"]
+    sys.modules.pop("bas_found_late", None)
+
+    calls.clear()
+
+    def open_missing():
+        calls.append("open")
+        import bas_nowhere_at_all  # noqa: F401
+
+    store = BackgroundStore(open_missing, "the other test store")
+    with pytest.raises(AnalysisStoreError, match="No module named 'bas_nowhere_at_all'"):
+        store.wait(timeout=60)
+    assert calls == ["open"]

@@ -48,7 +48,7 @@ class BackgroundStore:
 
     def _open(self, open_store: Callable[[], AnalysisStore]) -> None:
         try:
-            self._store = open_store()
+            self._store = _opened(open_store)
         except BaseException as error:
             self._error = error
             # at once, where the user looks: the prompt may already be there
@@ -121,3 +121,26 @@ class BackgroundStore:
             return repr(self._store)
         state = "failed to open" if self._opened.is_set() else "opening"
         return f"<{self._describe}: {state}>"
+
+
+def _opened(open_store: Callable[[], AnalysisStore]) -> AnalysisStore:
+    """``open_store()``, once more if an import failed although the module is there.
+
+    IPython runs each startup file with its directory put in front of ``sys.path`` and taken
+    out again afterwards, while this thread imports (tiled, bluesky-tiled-plugins, ...). An
+    import walks the live ``sys.path`` list: an entry removed before the one it is at shifts
+    the rest, and it skips one, perhaps site-packages, raising ``ModuleNotFoundError`` for an
+    installed package. A failed import leaves no module behind, so importing again is safe.
+    """
+    import importlib.util
+
+    try:
+        return open_store()
+    except ModuleNotFoundError as error:
+        try:
+            there = error.name is not None and importlib.util.find_spec(error.name) is not None
+        except ImportError:  # its parent package is missing too
+            there = False
+        if not there:
+            raise
+        return open_store()
