@@ -69,3 +69,21 @@ def insert_all(store: Any, docs: list[tuple[str, Any]]) -> list[tuple[str, str]]
         except InvalidDocumentError as error:
             refused.append((name, str(error)))
     return refused
+
+
+def raw_run(runs: Any, **metadata: Any) -> str:
+    """A raw run (no provenance keys) of plan ``count``, as a RunEngine writes it, inserted into
+    ``runs`` with bluesky-tiled-plugins' TiledWriter; its uid."""
+    from bluesky_tiled_plugins.writing.tiled_writer import TiledWriter
+    from event_model import compose_run
+
+    bundle = compose_run(metadata={"plan_name": "count", **metadata})
+    descriptor = bundle.compose_descriptor(
+        name="primary", data_keys={"det": {"source": "sim", "dtype": "number", "shape": []}}
+    )
+    writer = TiledWriter(runs)
+    writer("start", bundle.start_doc)
+    writer("descriptor", descriptor.descriptor_doc)
+    writer("event", descriptor.compose_event(data={"det": 1.0}, timestamps={"det": 0.0}))
+    writer("stop", bundle.compose_stop())
+    return str(bundle.start_doc["uid"])

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import reduce_spectrum
+from helpers import raw_run, reduce_spectrum
 
 from bluesky_analysis_store import AnalysisStore, capture_provenance
 
@@ -28,23 +28,6 @@ class Chain:
     input_file: Path
 
 
-def _raw_run(runs: Any) -> str:
-    """A raw run (no provenance keys), as a RunEngine would have written it."""
-    from bluesky_tiled_plugins.writing.tiled_writer import TiledWriter
-    from event_model import compose_run
-
-    bundle = compose_run(metadata={"plan_name": "count", "proposal_id": "P-1234"})
-    descriptor = bundle.compose_descriptor(
-        name="primary", data_keys={"det": {"source": "sim", "dtype": "number", "shape": []}}
-    )
-    writer = TiledWriter(runs)
-    writer("start", bundle.start_doc)
-    writer("descriptor", descriptor.descriptor_doc)
-    writer("event", descriptor.compose_event(data={"det": 1.0}, timestamps={"det": 0.0}))
-    writer("stop", bundle.compose_stop())
-    return str(bundle.start_doc["uid"])
-
-
 def _save(store: AnalysisStore, parents: list[Any], name: str, **kwargs: Any) -> str:
     inputs = kwargs.pop("inputs", [])
     data = [{"primary": {"image": np.full((3, 2), i, "f4"), "x": float(i)}} for i in range(3)]
@@ -58,7 +41,7 @@ def _save(store: AnalysisStore, parents: list[Any], name: str, **kwargs: Any) ->
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     """An embedded store (its app's rules: provenance, lineage links) with a raw catalog."""
     with AnalysisStore.open(tmp_path_factory.mktemp("source"), raw="raw") as store:
-        raw_uid = _raw_run(store.raw)
+        raw_uid = raw_run(store.raw, proposal_id="P-1234")
         calibration = store.root / "calibration.txt"
         calibration.write_text("gain 1.5\n")
         first = _save(store, [store.raw[raw_uid]], "normalize", inputs=[calibration], bins=10)

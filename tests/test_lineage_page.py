@@ -18,7 +18,7 @@ from xml.etree import ElementTree
 import httpx
 import numpy as np
 import pytest
-from helpers import free_port, make_provenance
+from helpers import free_port, make_provenance, raw_run
 from served import READ_KEY, WRITE_KEY, Server, running_server
 
 from bluesky_analysis_store import AnalysisStore
@@ -48,23 +48,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield served
 
 
-def _raw_run(runs: Any) -> str:
-    """A raw run, as a RunEngine writes it."""
-    from bluesky_tiled_plugins.writing.tiled_writer import TiledWriter
-    from event_model import compose_run
-
-    bundle = compose_run(metadata={"plan_name": "count"})
-    descriptor = bundle.compose_descriptor(
-        name="primary", data_keys={"det": {"source": "sim", "dtype": "number", "shape": []}}
-    )
-    writer = TiledWriter(runs)
-    writer("start", bundle.start_doc)
-    writer("descriptor", descriptor.descriptor_doc)
-    writer("event", descriptor.compose_event(data={"det": 1.0}, timestamps={"det": 0.0}))
-    writer("stop", bundle.compose_stop())
-    return str(bundle.start_doc["uid"])
-
-
 @pytest.fixture(scope="module")
 def chain(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Chain:
     """raw → left, right → merge (with a hostile parameter), and a failed analysis of left."""
@@ -74,7 +57,7 @@ def chain(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Chain:
     with AnalysisStore.open(
         server.uri, api_key=WRITE_KEY, root=server.directory / "files", raw="raw"
     ) as store:
-        raw = _raw_run(store.raw)
+        raw = raw_run(store.raw)
 
         def save(name: str, parents: list[Any], **parameters: Any) -> str:
             provenance = make_provenance(

@@ -5,7 +5,7 @@ import uuid
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import PARENT_UID, make_provenance
+from helpers import PARENT_UID, make_provenance, raw_run
 
 from bluesky_analysis_store import (
     AnalysisName,
@@ -117,27 +117,10 @@ def test_embedded_store_is_created_then_reopened_with_everything_there(tmp_path)
         np.testing.assert_array_equal(store[uid]["primary"]["image"][4], np.full((6, 4), 4))
 
 
-def _raw_run(runs):
-    """A raw run (no provenance keys), as a RunEngine would have written it."""
-    from bluesky_tiled_plugins.writing.tiled_writer import TiledWriter
-    from event_model import compose_run
-
-    bundle = compose_run(metadata={"plan_name": "count"})
-    descriptor = bundle.compose_descriptor(
-        name="primary", data_keys={"det": {"source": "sim", "dtype": "number", "shape": []}}
-    )
-    writer = TiledWriter(runs)
-    writer("start", bundle.start_doc)
-    writer("descriptor", descriptor.descriptor_doc)
-    writer("event", descriptor.compose_event(data={"det": 1.0}, timestamps={"det": 0.0}))
-    writer("stop", bundle.compose_stop())
-    return bundle.start_doc["uid"]
-
-
 def test_lineage_across_raw_and_analysis_catalogs(any_catalog, tmp_path):
     raw = any_catalog.new_runs_container()
     store = AnalysisStore(any_catalog.new_runs_container(), any_catalog.new_root(), raw=raw)
-    raw_uid = _raw_run(raw)
+    raw_uid = raw_run(raw)
     first = _save(store, parents=[raw[raw_uid]], name="fit_peak", step=1)
     second = _save(store, parents=[store[first]], name="compare", step=2)
     orphan = "99999999-8888-4777-8666-555555555555"
