@@ -29,6 +29,7 @@ from ..core._errors import LineageConflictError, ProvenanceError, UnreadableFile
 from ..core._names import BAS_NAMESPACE, IMPORTED_KEY
 from ..provenance._provenance import Provenance
 from ..provenance._run_kind import is_analysis_run
+from ..store._lineage_links import RUN_IRI_PREFIX
 from ._prov import BAS_PREFIX, derivations, run_id
 
 if TYPE_CHECKING:
@@ -140,10 +141,11 @@ def described_runs(document: ProvDocument) -> dict[str, ImportedRun]:
 def _check_derivations(document: ProvDocument, runs: Mapping[str, ImportedRun]) -> None:
     """Each ``wasDerivedFrom`` between runs must be a parent in the child's provenance, and a
     run whose execution the file describes must list all its parents so."""
-    prefix = BAS_NAMESPACE + "run/"
     parents: dict[str, set[str]] = {}
     for child, _, parent in derivations(document):
-        parents.setdefault(child.removeprefix(prefix), set()).add(parent.removeprefix(prefix))
+        parents.setdefault(child.removeprefix(RUN_IRI_PREFIX), set()).add(
+            parent.removeprefix(RUN_IRI_PREFIX)
+        )
     described = {
         str(activity.identifier.uri).removeprefix(BAS_NAMESPACE + "execution/")
         for activity in _activities(document)

@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..core._names import BAS_NAMESPACE, PROV_NAMESPACE
+from ..core._names import BAS_NAMESPACE
 from ..provenance._provenance import canonical_json
+from ..store._lineage_links import RUN_IRI_PREFIX, WAS_DERIVED_FROM, run_iri
 from ._record import FileRecord, ProvenanceRecord, RunRecord, gather
 
 if TYPE_CHECKING:
@@ -191,11 +192,7 @@ def graph_links(record: ProvenanceRecord) -> set[tuple[str, str, str]]:
     """The lineage as ``(subject IRI, predicate IRI, object IRI)`` triples, as tiled's graph of
     links would hold them (predicate ``prov:wasDerivedFrom`` expanded with the ``prov`` prefix
     registered as :data:`PROV_NAMESPACE`): the same IRIs as the export's derivations."""
-    derived = PROV_NAMESPACE + "wasDerivedFrom"
-    return {
-        (BAS_NAMESPACE + run_id(child), derived, BAS_NAMESPACE + run_id(parent))
-        for parent, child in record.edges()
-    }
+    return {(run_iri(child), WAS_DERIVED_FROM, run_iri(parent)) for parent, child in record.edges()}
 
 
 def derivations(document: ProvDocument) -> set[tuple[str, str, str]]:
@@ -205,11 +202,10 @@ def derivations(document: ProvDocument) -> set[tuple[str, str, str]]:
     from prov.model import ProvDerivation
 
     predicate = str(PROV["wasDerivedFrom"].uri)
-    run_prefix = BAS_NAMESPACE + "run/"
     found = set()
     for relation in document.get_records(ProvDerivation):
         arguments = dict(relation.formal_attributes)
         child, parent = arguments[PROV_ATTR_GENERATED_ENTITY], arguments[PROV_ATTR_USED_ENTITY]
-        if str(child.uri).startswith(run_prefix) and str(parent.uri).startswith(run_prefix):
+        if str(child.uri).startswith(RUN_IRI_PREFIX) and str(parent.uri).startswith(RUN_IRI_PREFIX):
             found.add((str(child.uri), predicate, str(parent.uri)))
     return found

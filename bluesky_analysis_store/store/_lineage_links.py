@@ -35,9 +35,13 @@ WAS_DERIVED_FROM = PROV_NAMESPACE + "wasDerivedFrom"
 PREFIXES = {"prov": PROV_NAMESPACE, "bas": BAS_NAMESPACE}
 
 
+#: What every run's IRI starts with (the graph's and the PROV exports' alike).
+RUN_IRI_PREFIX = f"{BAS_NAMESPACE}run/"
+
+
 def run_iri(uid: str) -> str:
     """The IRI of a run: ``urn:bluesky-analysis-store:run/<uid>``."""
-    return f"{BAS_NAMESPACE}run/{uid}"
+    return RUN_IRI_PREFIX + uid
 
 
 def entity_id(uid: str) -> str:
